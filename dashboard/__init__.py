@@ -1,0 +1,3 @@
+"""Streamlit dashboard over a results store. Reads; never recomputes inference."""
+
+__all__: list[str] = []

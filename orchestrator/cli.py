@@ -1,0 +1,57 @@
+"""The `splitsweep` command line: a thin layer that builds one object and calls it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from tasks.errors import SplitsweepError
+
+__all__ = ["main", "COMMANDS"]
+
+# One module per command under orchestrator/commands/, each with NAME, HELP,
+# add_arguments(parser) and run(args) -> int. Listed here, imported only when used,
+# so `splitsweep inspect` never pays for importing Ray.
+COMMANDS: dict[str, str] = {
+    "inspect": "List the split points of an ONNX model: cut tensors, shapes and bytes per node.",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splitsweep",
+        description="Sweep split points, feature codecs and model variants of detection networks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def _command(name: str):
+    return importlib.import_module(f"orchestrator.commands.{name.replace('-', '_')}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse the command name first, then let that command's module add its own options.
+    known, _ = parser.parse_known_args(argv[:1] or ["--help"])
+    module = _command(known.command)
+    full = argparse.ArgumentParser(prog=f"splitsweep {known.command}", description=COMMANDS[known.command])
+    module.add_arguments(full)
+    args = full.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except SplitsweepError as exc:
+        print(f"splitsweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("splitsweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `splitsweep` command (see orchestrator.cli.COMMANDS)."""
