@@ -1,0 +1,344 @@
+"""The sweep spec: YAML → validated, frozen pydantic models; every error names file, line and key."""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.errors import SpecError, nearest
+
+__all__ = [
+    "Spec",
+    "DatasetSpec",
+    "EvaluationSpec",
+    "SelectSpec",
+    "ModelSpec",
+    "SplitRange",
+    "ExecutionSpec",
+    "load_spec",
+    "parse_spec",
+    "is_uri",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Frozen):
+    """Where the images come from. `type` picks the kind; paths are relative to the spec file."""
+
+    type: Literal["demo", "coco", "folder", "video"]
+    images: str | None = None
+    annotations: str | None = None
+    path: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+    step: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _paths_for_kind(self) -> DatasetSpec:
+        needs = {"coco": ("images", "annotations"), "folder": ("images",), "video": ("path",), "demo": ()}
+        for key in needs[self.type]:
+            if getattr(self, key) is None:
+                raise ValueError(f"dataset type {self.type!r} needs `{key}`")
+        return self
+
+
+class SelectSpec(_Frozen):
+    """Keep the first `first` images on which the reference (unsplit fp32) model's AP ≥ `min_ap`."""
+
+    min_ap: float = Field(ge=0.0, le=1.0)
+    first: int = Field(ge=1)
+    model: str | None = None
+
+
+class EvaluationSpec(_Frozen):
+    """Ground truth from the dataset's annotations, or the uncompressed model's own detections."""
+
+    mode: Literal["ground-truth", "reference"] | None = None
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    select: SelectSpec | None = None
+
+
+class SplitRange(_Frozen):
+    """`{every: 20}` → split points 0, 20, 40, … (only valid ones are kept); `start`/`stop` bound it."""
+
+    every: int = Field(ge=1)
+    start: int = Field(default=0, ge=0)
+    stop: int | None = Field(default=None, ge=0)
+
+
+class ModelSpec(_Frozen):
+    """One detector: an ONNX file (or `asset:centernet` / `asset:nanodet`), its adapter, its axes."""
+
+    name: str
+    path: str
+    adapter: str | dict[str, Any]
+    input_shapes: dict[str, list[int]] | None = None
+    variants: list[str | dict[str, dict[str, Any]]] = Field(default_factory=lambda: ["fp32"])
+    splits: list[int | str] | SplitRange
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("model names use letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, value: list) -> list:
+        for entry in value:
+            if isinstance(entry, dict) and len(entry) != 1:
+                raise ValueError("a variant is a name or a one-key mapping {name: {settings}}")
+        return value
+
+    @field_validator("splits")
+    @classmethod
+    def _splits(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one split point")
+        return value
+
+    @property
+    def adapter_type(self) -> str:
+        return self.adapter if isinstance(self.adapter, str) else str(self.adapter.get("type", ""))
+
+    @property
+    def adapter_settings(self) -> dict[str, Any]:
+        if isinstance(self.adapter, str):
+            return {}
+        return {k: v for k, v in self.adapter.items() if k != "type"}
+
+    def variant_entries(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for entry in self.variants:
+            if isinstance(entry, str):
+                out.append((entry, {}))
+            else:
+                (name, settings), = entry.items()
+                out.append((name, dict(settings or {})))
+        return out
+
+
+class ExecutionSpec(_Frozen):
+    """How the sweep runs: worker count, onnxruntime threads, in-flight bound, flush interval."""
+
+    workers: int | Literal["auto"] = "auto"
+    threads: int = Field(default=1, ge=1, le=64)
+    max_in_flight: int | None = Field(default=None, ge=1)
+    chunk_tasks: int = Field(default=64, ge=1)
+    flush_seconds: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+    address: str | None = None
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value):
+        if isinstance(value, int) and value < 1:
+            raise ValueError("workers must be >= 1 or 'auto'")
+        return value
+
+
+class Spec(_Frozen):
+    """A whole sweep. `file` is where it was read from (for messages and relative paths)."""
+
+    sweep: str
+    output: str
+    dataset: DatasetSpec
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    models: list[ModelSpec] = Field(min_length=1)
+    codecs: dict[str, dict[str, Any] | None] | list[dict[str, dict[str, Any] | None]]
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    file: str | None = None
+    text: str | None = None
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("sweep names use letters, digits, '.', '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> Spec:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.file).resolve().parent if self.file else Path.cwd()
+
+    def resolve(self, path: str) -> str:
+        """A path from the spec, relative to the spec file; URIs and `asset:` names unchanged."""
+        if is_uri(path) or path.startswith("asset:"):
+            return path
+        p = Path(path).expanduser()
+        return str(p if p.is_absolute() else (self.base_dir / p))
+
+    @property
+    def output_location(self) -> str:
+        return self.resolve(self.output)
+
+    def codec_entries(self) -> list[tuple[str, dict[str, Any], str]]:
+        """(codec name, settings with lists, key path for messages) in spec order."""
+        if isinstance(self.codecs, dict):
+            return [(n, dict(p or {}), f"codecs.{n}") for n, p in self.codecs.items()]
+        out = []
+        for i, entry in enumerate(self.codecs):
+            if len(entry) != 1:
+                raise SpecError(
+                    "each list entry is a one-key mapping {codec: {settings}}",
+                    file=self.file,
+                    key=f"codecs[{i}]",
+                )
+            (name, params), = entry.items()
+            out.append((name, dict(params or {}), f"codecs[{i}].{name}"))
+        return out
+
+
+def is_uri(path: str) -> bool:
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path))
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file; SpecError names the file, line and key on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError("spec file not found", file=str(path)) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc.strerror}", file=str(path)) from None
+    return parse_spec(text, file=str(path))
+
+
+def parse_spec(text: str, *, file: str | None = None) -> Spec:
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_map(yaml.compose(text)) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if (file and mark) else file
+        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=where) from None
+    if not isinstance(data, dict):
+        raise SpecError("a spec is a YAML mapping with keys sweep, output, dataset, models, codecs", file=file)
+    try:
+        return Spec.model_validate({**data, "file": file, "text": text})
+    except ValidationError as exc:
+        raise _spec_error(exc, file=file, lines=lines) from None
+
+
+def _line_map(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
+    """Key path → 1-based line number, so errors can point into the file."""
+    out: dict[tuple, int] = {}
+    if node is None:
+        return out
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[path + (key.value,)] = key.start_mark.line + 1
+            out.update({k: v for k, v in _line_map(value, path + (key.value,)).items() if k != path + (key.value,)})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            out.update(_line_map(value, path + (i,)))
+    return out
+
+
+def _key_path(loc: Sequence[Any]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def _data_loc(loc: Sequence[Any]) -> tuple:
+    """Drop pydantic's union-branch tags ('str', 'dict[str,any]', 'SplitRange', …) from a loc."""
+    return tuple(p for p in loc if isinstance(p, int) or not _looks_like_type_tag(p))
+
+
+def _looks_like_type_tag(part: str) -> bool:
+    return part in {"str", "int", "float", "bool", "list", "dict"} or "[" in part or part[:1].isupper() or part.startswith("literal")
+
+
+def _spec_error(exc: ValidationError, *, file: str | None, lines: Mapping[tuple, int]) -> SpecError:
+    errors = exc.errors(include_url=False)
+    # Prefer the most specific error: an unknown key beats the union branches it failed.
+    errors.sort(key=lambda e: (e["type"] != "extra_forbidden", -len(e["loc"])))
+    err = errors[0]
+    loc = _data_loc(err["loc"])
+    key = _key_path(loc)
+    line = None
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            line = lines[loc[:n]]
+            break
+    where = f"{file}:{line}" if (file and line) else file
+    allowed = None
+    if err["type"] == "extra_forbidden":
+        fields = _fields_at(loc[:-1])
+        hint = nearest(str(loc[-1]), fields) if fields else None
+        message = f"unknown key {loc[-1]!r}" + (f"; did you mean {hint!r}?" if hint else "")
+        allowed = sorted(fields) if fields else None
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+        if "input" in err and not isinstance(err["input"], (dict, list)):
+            message += f" (got {err['input']!r})"
+    # Union branches report the same mistake several times; count only other places.
+    related = loc[:-1] if len(loc) > 1 else loc
+    others = {
+        _data_loc(e["loc"])
+        for e in errors
+        if _data_loc(e["loc"])[: len(related)] != related and related[: len(_data_loc(e["loc"]))] != _data_loc(e["loc"])
+    }
+    more = len(others)
+    if more > 0:
+        message += f" [and {more} more problem{'s' if more > 1 else ''}]"
+    return SpecError(message, file=where, key=key or None, allowed=allowed)
+
+
+def _fields_at(loc: Sequence[Any]) -> list[str]:
+    """The valid keys of the spec model found at a data location, for 'did you mean'."""
+    candidates: list[Any] = [Spec]
+    for part in loc:
+        nxt: list[Any] = []
+        for ann in candidates:
+            for tp in _unwrap(ann):
+                if isinstance(part, int) and typing.get_origin(tp) is list:
+                    nxt.extend(typing.get_args(tp))
+                elif isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
+                    nxt.append(tp.model_fields[part].annotation)
+        candidates = nxt
+    fields: list[str] = []
+    for ann in candidates:
+        for tp in _unwrap(ann):
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                fields.extend(f for f in tp.model_fields if f not in ("file", "text"))
+    return fields
+
+
+def _unwrap(ann: Any) -> list[Any]:
+    origin = typing.get_origin(ann)
+    if origin is Union or origin is types.UnionType:
+        out = []
+        for arg in typing.get_args(ann):
+            out.extend(_unwrap(arg))
+        return out
+    return [ann]

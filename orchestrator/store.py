@@ -1,0 +1,294 @@
+"""The results store: Parquet part files written atomically, read back for resume and report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import re
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tasks.errors import ResultsError
+
+from .schema import META_FILE, ROW_SCHEMA, ROWS_DIR, SCHEMA_VERSION, SPEC_FILE
+
+__all__ = ["ResultsStore", "PartWriter", "DamagedPartWarning", "latest_rows"]
+
+_PART = re.compile(r"^part-r(\d{4,})-(\d{6,})\.parquet$")
+
+
+class DamagedPartWarning(UserWarning):
+    """A part file could not be read; it is skipped (its tasks run again) and left on disk."""
+
+
+@dataclass(frozen=True)
+class _Location:
+    fs: pafs.FileSystem
+    root: str
+    local: bool
+
+
+def _open_location(location: str) -> _Location:
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location):
+        try:
+            fs, root = pafs.FileSystem.from_uri(location)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise ResultsError(f"cannot open results location: {exc}", file=location) from None
+        return _Location(fs, root.rstrip("/"), isinstance(fs, pafs.LocalFileSystem))
+    return _Location(pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location)), True)
+
+
+class ResultsStore:
+    """One sweep's output location: a local directory or any pyarrow filesystem URI.
+
+    Layout (orchestrator/schema.py): meta.json, spec.yaml (+ specs/run-N.yaml),
+    ground_truth.json, plan.parquet, rows/part-rNNNN-NNNNNN.parquet, report/.
+    Local writes go to a hidden temp file renamed into place, so a crash never leaves a
+    half-written visible file; object stores (s3://…) publish an object only when its
+    upload completes, so there the final name is written directly.
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self._loc = _open_location(location)
+
+    # -- paths and small files -------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return "/".join([self._loc.root, *parts])
+
+    @property
+    def is_local(self) -> bool:
+        return self._loc.local
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        return self._loc.fs
+
+    def exists(self, *parts: str) -> bool:
+        return self._loc.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        """Atomically replace `relpath` with `data`."""
+        final = self.path(relpath)
+        self._loc.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        if self._loc.local:
+            head, tail = final.rsplit("/", 1)
+            tmp = f"{head}/.{tail}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        else:
+            with self._loc.fs.open_output_stream(final) as out:
+                out.write(data)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        with self._loc.fs.open_input_file(self.path(relpath)) as fh:
+            return fh.read()
+
+    def write_json(self, relpath: str, obj: Any) -> None:
+        self.write_bytes(relpath, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
+
+    def read_json(self, relpath: str) -> Any:
+        try:
+            return json.loads(self.read_bytes(relpath))
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError as exc:
+            raise ResultsError(f"damaged JSON file: {exc}", file=self.path(relpath)) from None
+
+    # -- lifecycle -------------------------------------------------------------------
+    def open_for_sweep(self, *, sweep: str, extra_meta: Mapping[str, Any] | None = None) -> dict:
+        """Create or check meta.json; refuse another schema version or another sweep name."""
+        try:
+            self._loc.fs.create_dir(self.path(ROWS_DIR), recursive=True)
+        except OSError as exc:
+            raise ResultsError(f"cannot create the results directory: {exc}", file=self.location) from None
+        if self._loc.local and not os.access(self.path(ROWS_DIR), os.W_OK):
+            raise ResultsError("the results directory is not writable", file=self.location)
+        meta = self.check_meta()
+        if meta is None:
+            meta = {
+                "schema_version": SCHEMA_VERSION,
+                "sweep": sweep,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+        elif meta.get("sweep") != sweep:
+            raise ResultsError(
+                f"this results location holds sweep {meta.get('sweep')!r}, not {sweep!r}; "
+                "use another output location or the same sweep name",
+                file=self.location,
+                key="sweep",
+            )
+        meta.update(extra_meta or {})
+        self.write_json(META_FILE, meta)
+        self._remove_stale_temp_files()
+        return meta
+
+    def check_meta(self) -> dict | None:
+        meta = self.read_json(META_FILE)
+        if meta is None:
+            return None
+        version = meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ResultsError(
+                f"results written with schema version {version}; this splitsweep reads and writes "
+                f"version {SCHEMA_VERSION}. Use a new output location (nothing here was changed)",
+                file=self.path(META_FILE),
+                key="schema_version",
+                allowed=[SCHEMA_VERSION],
+            )
+        return meta
+
+    def _remove_stale_temp_files(self) -> None:
+        # Hidden temp files are leftovers of a killed writer; they never held visible data.
+        if not self._loc.local:
+            return
+        for dirpath in (self._loc.root, self.path(ROWS_DIR)):
+            try:
+                names = os.listdir(dirpath)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.startswith(".") and ".tmp-" in name:
+                    try:
+                        os.remove(os.path.join(dirpath, name))
+                    except OSError:
+                        pass
+
+    def save_spec(self, text: str, *, run: int) -> None:
+        self.write_bytes(SPEC_FILE, text.encode())
+        self.write_bytes(f"specs/run-{run:04d}.yaml", text.encode())
+
+    # -- part files ------------------------------------------------------------------
+    def part_files(self) -> list[str]:
+        selector = pafs.FileSelector(self.path(ROWS_DIR), allow_not_found=True)
+        names = [info.base_name for info in self._loc.fs.get_file_info(selector) if info.type == pafs.FileType.File]
+        return sorted(self.path(ROWS_DIR, n) for n in names if _PART.match(n))
+
+    def next_run(self) -> int:
+        runs = [int(_PART.match(p.rsplit("/", 1)[1]).group(1)) for p in self.part_files()]
+        specs = self._loc.fs.get_file_info(pafs.FileSelector(self.path("specs"), allow_not_found=True))
+        runs += [int(m.group(1)) for i in specs if (m := re.match(r"run-(\d+)\.yaml$", i.base_name))]
+        return max(runs, default=0) + 1
+
+    def writer(self, *, run: int, flush_seconds: float = 5.0, flush_rows: int = 5000) -> PartWriter:
+        return PartWriter(self, run=run, flush_seconds=flush_seconds, flush_rows=flush_rows)
+
+    def read_rows(self, columns: Sequence[str] | None = None, *, filter=None) -> pa.Table:
+        """All rows of all readable part files (damaged ones warned about and skipped)."""
+        tables = []
+        for part in self.part_files():
+            try:
+                with self._loc.fs.open_input_file(part) as fh:
+                    table = pq.read_table(fh, columns=list(columns) if columns else None, filters=filter)
+            except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError) as exc:
+                warnings.warn(
+                    f"{part}: damaged part file skipped (left on disk; its tasks count as not done): {exc}",
+                    DamagedPartWarning,
+                    stacklevel=2,
+                )
+                continue
+            tables.append(table)
+        if not tables:
+            schema = ROW_SCHEMA if not columns else pa.schema([ROW_SCHEMA.field(c) for c in columns])
+            return schema.empty_table()
+        return pa.concat_tables(tables, promote_options="default")
+
+    def task_status(self) -> dict[str, str]:
+        """task_id → status of its latest row."""
+        table = latest_rows(self.read_rows(["task_id", "status", "finished_at"]))
+        return dict(zip(table["task_id"].to_pylist(), table["status"].to_pylist()))
+
+    def done_ids(self, *, retry_failed: bool = False) -> set[str]:
+        """Tasks not to run again: every stored task, or only the ok ones with retry_failed."""
+        status = self.task_status()
+        if retry_failed:
+            return {t for t, s in status.items() if s == "ok"}
+        return set(status)
+
+
+def latest_rows(table: pa.Table) -> pa.Table:
+    """One row per task_id: the latest finished_at wins (a re-run supersedes a failure)."""
+    if table.num_rows == 0 or "finished_at" not in table.column_names:
+        return table
+    idx = pa.array(range(table.num_rows))
+    order = pc.sort_indices(
+        pa.table({"t": table["task_id"], "f": table["finished_at"], "i": idx}),
+        sort_keys=[("t", "ascending"), ("f", "descending"), ("i", "descending")],
+    )
+    ordered = table.take(order)
+    ids = ordered["task_id"].to_numpy(zero_copy_only=False)
+    keep = np.ones(len(ids), dtype=bool)
+    keep[1:] = ids[1:] != ids[:-1]
+    return ordered.filter(keep)
+
+
+class PartWriter:
+    """Buffers rows and writes them as numbered part files of one run.
+
+    Flushes when `flush_seconds` have passed since the first buffered row or `flush_rows`
+    are buffered, and on close. Part names are deterministic (run, sequence number), so
+    a retried write replaces rather than duplicates.
+    """
+
+    def __init__(self, store: ResultsStore, *, run: int, flush_seconds: float, flush_rows: int) -> None:
+        self._store = store
+        self.run = run
+        self._seq = 0
+        self._rows: list[dict] = []
+        self._since: float | None = None
+        self._flush_seconds = flush_seconds
+        self._flush_rows = flush_rows
+        self._lock = threading.Lock()
+        self.rows_written = 0
+        self.parts_written = 0
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        with self._lock:
+            for row in rows:
+                self._rows.append(dict(row))
+            if self._rows and self._since is None:
+                self._since = time.monotonic()
+        if self.due():
+            self.flush()
+
+    def due(self) -> bool:
+        return bool(self._rows) and (
+            len(self._rows) >= self._flush_rows
+            or (self._since is not None and time.monotonic() - self._since >= self._flush_seconds)
+        )
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._rows:
+                return
+            rows, self._rows, self._since = self._rows, [], None
+            self._seq += 1
+            table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="zstd")
+            self._store.write_bytes(f"{ROWS_DIR}/part-r{self.run:04d}-{self._seq:06d}.parquet", buf.getvalue())
+            self.rows_written += len(rows)
+            self.parts_written += 1
+
+    def close(self) -> None:
+        self.flush()

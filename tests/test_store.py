@@ -1,0 +1,126 @@
+"""The Parquet results store: atomic parts, resume state, damaged files, schema versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator.schema import ROW_SCHEMA, SCHEMA_VERSION
+from orchestrator.store import DamagedPartWarning, ResultsStore
+from tasks.errors import ResultsError
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def row(task_id, status="ok", seconds=0, **extra):
+    return {"task_id": task_id, "status": status, "finished_at": T0 + dt.timedelta(seconds=seconds),
+            "detections": [{"category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5}], **extra}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ResultsStore(str(tmp_path / "res"))
+    s.open_for_sweep(sweep="t")
+    return s
+
+
+def test_parts_are_numbered_per_run_and_read_back(store):
+    w = store.writer(run=store.next_run(), flush_seconds=3600)
+    w.add([row("a"), row("b", "failed", error="CodecError: x")])
+    assert store.part_files() == []  # buffered, not yet visible
+    w.close()
+    assert [os.path.basename(p) for p in store.part_files()] == ["part-r0001-000001.parquet"]
+    table = pq.read_table(store.part_files()[0])
+    assert table.schema.equals(ROW_SCHEMA, check_metadata=False)
+    assert store.task_status() == {"a": "ok", "b": "failed"}
+    assert store.done_ids() == {"a", "b"}
+    assert store.done_ids(retry_failed=True) == {"a"}
+    assert store.next_run() == 2
+
+
+def test_flush_by_row_count_and_time(store):
+    w = store.writer(run=1, flush_seconds=3600, flush_rows=2)
+    w.add([row("a")])
+    assert not w.due()
+    w.add([row("b")])  # reaches flush_rows: written
+    assert len(store.part_files()) == 1 and w.pending == 0
+    w2 = store.writer(run=2, flush_seconds=0.0)
+    w2.add([row("c")])
+    assert len(store.part_files()) == 2
+
+
+def test_later_row_supersedes_failure(store):
+    w = store.writer(run=1); w.add([row("a", "failed")]); w.close()
+    w = store.writer(run=2); w.add([row("a", "ok", seconds=5)]); w.close()
+    assert store.task_status() == {"a": "ok"}
+
+
+def test_damaged_part_is_skipped_with_warning_and_kept(store):
+    w = store.writer(run=1); w.add([row("a")]); w.close()
+    w = store.writer(run=2); w.add([row("b")]); w.close()
+    damaged = store.part_files()[0]
+    with open(damaged, "r+b") as fh:
+        fh.truncate(50)
+    with pytest.warns(DamagedPartWarning, match="part-r0001-000001.parquet"):
+        status = store.task_status()
+    assert status == {"b": "ok"}  # a counts as not done: it will run again
+    assert os.path.exists(damaged)
+
+
+def test_other_schema_version_is_refused_and_untouched(tmp_path):
+    loc = tmp_path / "old"
+    loc.mkdir()
+    meta = {"schema_version": SCHEMA_VERSION + 1, "sweep": "t"}
+    (loc / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ResultsError, match=f"schema version {SCHEMA_VERSION + 1}") as info:
+        ResultsStore(str(loc)).open_for_sweep(sweep="t")
+    assert info.value.key == "schema_version"
+    assert json.loads((loc / "meta.json").read_text()) == meta
+
+
+def test_other_sweep_name_is_refused(store):
+    with pytest.raises(ResultsError, match="holds sweep 't'"):
+        ResultsStore(store.location).open_for_sweep(sweep="other")
+
+
+def test_unwritable_location_is_a_clear_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        with pytest.raises(ResultsError, match="cannot create|not writable"):
+            ResultsStore(str(ro / "res")).open_for_sweep(sweep="t")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_file_as_location_is_a_clear_error(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ResultsError, match="cannot create the results directory"):
+        ResultsStore(str(f)).open_for_sweep(sweep="t")
+
+
+def test_stale_temp_files_are_removed_and_never_read(store):
+    rows_dir = os.path.dirname(store.path("rows", "x"))
+    stale = os.path.join(rows_dir, ".part-r0001-000001.parquet.tmp-deadbeef")
+    with open(stale, "wb") as fh:
+        fh.write(b"half a file")
+    assert store.part_files() == []
+    ResultsStore(store.location).open_for_sweep(sweep="t")
+    assert not os.path.exists(stale)
+
+
+def test_atomic_json_and_spec_copies(store):
+    store.write_json("x.json", {"a": 1})
+    assert store.read_json("x.json") == {"a": 1}
+    store.save_spec("sweep: t\n", run=3)
+    assert store.read_bytes("spec.yaml") == b"sweep: t\n"
+    assert store.read_bytes("specs/run-0003.yaml") == b"sweep: t\n"
+    assert store.next_run() == 4
