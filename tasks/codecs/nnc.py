@@ -241,10 +241,13 @@ def _nnr_decode(stream: bytes | memoryview) -> dict[str, np.ndarray]:
             for flag in ("sparsification_flag", "pruning_flag", "unification_flag", "decomposition_performance_map_flag")
         },
     }
+    # The container's crc32 already rejected damaged bytes, so a failure here means a stream
+    # NNCodec did not write (forged or another producer): its parser then fails with
+    # assorted Python errors (assert, IndexError, SystemExit, ...), all of them input errors.
     try:
         approx_data = coder.decode(bytearray(stream), model_info, oob_dict={}, hls_stats={})
         approximator.rec(approx_data)
         approx_data = approximator.recompose_params(model_info, approx_data)
-    except (SystemExit, RuntimeError) as exc:
-        raise CodecError(f"NNCodec could not decode the NNR stream: {str(exc).strip()}") from None
+    except (SystemExit, Exception) as exc:
+        raise CodecError(f"not a valid NNR stream ({type(exc).__name__}: {str(exc).strip()})") from exc
     return approx_data["parameters"]
