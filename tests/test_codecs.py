@@ -418,3 +418,10 @@ def test_bit_packing_round_trips_every_width(bits):
         packed = pack_bits(q, bits)
         assert len(packed) == math.ceil(n * bits / 8)
         assert np.array_equal(unpack_bits(packed, n, bits), q)
+
+
+def test_codec_reports_its_setting_and_rejects_non_string_names():
+    c = codec("uniform", bits=4)
+    assert c.setting == setting("uniform", {"bits": 4})
+    with pytest.raises(CodecError, match="must be a string"):
+        setting(None)  # type: ignore[arg-type]

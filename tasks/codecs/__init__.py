@@ -51,7 +51,7 @@ def setting(
     name: str, params: Mapping[str, Any] | None = None, *, file: str | None = None, key: str | None = None
 ) -> CodecSetting:
     """Validate a codec name and its settings; the result has every setting filled in."""
-    cls = CODECS.get(name, file=file, key=key)
+    cls = _lookup(name, file=file, key=key)
     return CodecSetting(name, cls.validate(params if params is not None else {}, file=file, key=key))
 
 
@@ -63,7 +63,7 @@ def setting_grid(
     Keys vary in sorted order (the last key fastest), values in the order written;
     a setting that appears twice (``[8, 8]``, or a default spelled out) is kept once.
     """
-    cls = CODECS.get(name, file=file, key=key)
+    cls = _lookup(name, file=file, key=key)
     if not isinstance(params_with_lists, (Mapping, type(None))):
         raise CodecError(
             f"settings of codec {name!r} must be a mapping, got {type(params_with_lists).__name__}",
@@ -92,8 +92,13 @@ def setting_grid(
 
 def build(codec_setting: CodecSetting) -> Codec:
     """A ready codec; the settings are validated again (they may come from a stored row)."""
-    cls = CODECS.get(codec_setting.codec)
-    return cls(codec_setting.params)
+    return _lookup(codec_setting.codec)(codec_setting.params)
+
+
+def _lookup(name: object, *, file: str | None = None, key: str | None = None) -> type[Codec]:
+    if not isinstance(name, str):
+        raise CodecError(f"a codec name must be a string, got {name!r}", file=file, key=key, allowed=CODECS.names())
+    return CODECS.get(name, file=file, key=key)
 
 
 def names() -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import CodecError, nearest
+from ..rows import CodecSetting
 from . import container
 
 __all__ = [
@@ -198,6 +199,10 @@ class Codec:
     @classmethod
     def check_together(cls, params: dict[str, Any], *, file: str | None, key: str | None) -> None:
         """Constraints between settings (e.g. the QP range depends on qp_density)."""
+
+    @property
+    def setting(self) -> CodecSetting:
+        return CodecSetting(self.name, self.params)
 
     @classmethod
     def info(cls) -> CodecInfo:
