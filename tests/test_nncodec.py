@@ -190,3 +190,11 @@ def test_worker_path_imports_no_torch_and_writes_no_files(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "LOADED []" in res.stdout
     assert list(tmp_path.iterdir()) == []  # no ./*_bitstream.nnc
+
+
+def test_nonweight_qp_applies_to_one_dimensional_tensors_even_when_zero():
+    v = np.linspace(-3, 3, 101, dtype=np.float32)
+    # NNCodec's ApproxInfo would read nonweight_qp=0 as unset and use qp - 8 (finer): we pass it explicitly
+    out = decode_arrays(encode_arrays({"v": v}, qp=-20, nonweight_qp=0, use_dq=False))["v"]
+    err = np.abs(out - v).max()
+    assert step_size(-28) < err <= step_size(0) / 2
