@@ -1,0 +1,102 @@
+"""Coded size and encode/decode time of every codec on synthetic ReLU activations.
+
+    python benchmarks/codecs_bench.py            # 1×256×38×38 and 1×64×256×256
+    python benchmarks/codecs_bench.py --small    # only 1×256×38×38
+    python benchmarks/codecs_bench.py --repeat 5
+
+The activation is the ReLU of a spatially smoothed Gaussian field with per-channel gain
+and bias (fixed seed; the same generator as tests/test_nncodec.py). Times are the best of
+``--repeat`` runs in this process, one thread; sizes are ``len(encode(...))``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks.codecs import build, setting  # noqa: E402
+
+SETTINGS = [
+    ("none", {}),
+    ("none", {"zstd": 3}),
+    ("float16", {}),
+    ("float16", {"zstd": 3}),
+    ("bfloat16", {}),
+    ("uniform", {"bits": 8}),
+    ("uniform", {"bits": 8, "zstd": 3}),
+    ("uniform", {"bits": 4}),
+    ("uniform", {"bits": 2}),
+    *[("nncodec", {"qp": qp, "use_dq": dq}) for qp in (-38, -18, 0) for dq in (True, False)],
+]
+
+# FACTS.md, measured with nncodec.tensor.encode on a (different) ReLU activation 1×256×38×38
+FACTS = {-38: 272_595, -18: 150_950, 0: 40_228}
+
+
+def relu_activation(shape, *, seed: int = 0, sigma: float = 1.5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h, w = shape[-2:]
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
+    transfer = np.exp(-2 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
+    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(shape)) * transfer, s=(h, w))
+    field /= field.std()
+    gain = rng.uniform(0.5, 3.0, (1, shape[1], 1, 1))
+    bias = rng.uniform(-1.5, 0.5, (1, shape[1], 1, 1))
+    return np.maximum(field * gain + bias, 0).astype(np.float32)
+
+
+def best_of(repeat: int, fn):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def run(shape, repeat: int) -> None:
+    x = relu_activation(shape)
+    arrays = {"act": x}
+    print(
+        f"\n== 1×{'×'.join(map(str, shape[1:]))}: {x.nbytes:,} raw bytes, "
+        f"{(x == 0).mean():.0%} zeros, max {x.max():.2f}, mean {x.mean():.3f}"
+    )
+    print(f"{'codec':<10} {'settings':<18} {'coded B':>11} {'ratio':>7} {'bit/val':>8} "
+          f"{'enc s':>7} {'dec s':>7} {'enc MB/s':>9} {'max err':>9} {'PSNR dB':>8}")
+    for name, params in SETTINGS:
+        codec = build(setting(name, params))
+        enc_s, data = best_of(repeat, lambda: codec.encode(arrays))
+        dec_s, out = best_of(repeat, lambda: codec.decode(data))
+        diff = out["act"].astype(np.float64) - x
+        err = float(np.abs(diff).max())
+        mse = float(np.mean(diff**2))
+        psnr = 10 * np.log10(float(x.max()) ** 2 / mse) if mse else float("inf")
+        label = " ".join(f"{k}={v}" for k, v in params.items() if k != "use_dq") or "-"
+        if name == "nncodec":
+            label += " DQ" if params["use_dq"] else " no DQ"
+        print(f"{name:<10} {label:<18} {len(data):>11,} {x.nbytes / len(data):>7.2f} "
+              f"{8 * len(data) / x.size:>8.3f} {enc_s:>7.3f} {dec_s:>7.3f} "
+              f"{x.nbytes / enc_s / 1e6:>9.1f} {err:>9.2g} {psnr:>8.1f}")
+    if shape == (1, 256, 38, 38):
+        print("FACTS.md (nncodec.tensor.encode, DQ on, another activation): "
+              + ", ".join(f"QP {qp}: {b:,} B" for qp, b in FACTS.items()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", action="store_true", help="only the 1×256×38×38 tensor")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (best is kept)")
+    args = ap.parse_args()
+    shapes = [(1, 256, 38, 38)] + ([] if args.small else [(1, 64, 256, 256)])
+    for shape in shapes:
+        run(shape, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
