@@ -299,6 +299,9 @@ class SplitGraph:
                         "initializer provides it: nodes must be stored in topological order",
                         file=self.file,
                     )
+            # Values computed from weights alone never cross a cut: the tail holds the weights
+            # and recomputes them (onnxruntime folds them once per session), so sending them
+            # would only add bytes.
             is_const = node.op_type not in _RANDOM_OPS and all(r in constant for r in self._reads[i])
             self._node_const.append(is_const)
             for out in node.output:
@@ -385,7 +388,8 @@ class SplitGraph:
                     message = f"{split!r} is {what}, not the output of a node"
                 else:
                     hint = nearest(split, self._producer)
-                    message = f"no node produces a tensor named {split!r}" + (f"; did you mean {hint!r}?" if hint else "")
+                    message = f"no node produces a tensor named {split!r}"
+                    message += f"; did you mean {hint!r}?" if hint else ""
                 raise SplitError(
                     message, file=self.file, key="split",
                     allowed="a node index, or a node output name (list them: `splitsweep inspect MODEL --json`)",
@@ -460,7 +464,12 @@ class SplitGraph:
         return tuple(rows)
 
     def split_points(self) -> list[SplitPoint]:
-        """One row per node index: cut tensors, their sizes, and whether the point is valid."""
+        """One row per node index: cut tensors, their sizes, and whether the point is valid.
+
+        Split k is valid iff 0 <= k <= N-2 (the tail keeps at least one node) and its cut
+        carries at least one tensor that depends on a graph input. Built in one sweep over
+        per-tensor (producer, last reader) spans, so it costs O(nodes + table size).
+        """
         return list(self._table)
 
     def valid_splits(self) -> list[int]:

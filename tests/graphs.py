@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 __all__ = [
     "Builder",
+    "f32",
     "chain",
     "fpn",
     "side_input",
@@ -68,7 +69,8 @@ class Builder:
         return model
 
 
-def _f32(name: str, shape: Sequence[int | str | None] | None) -> onnx.ValueInfoProto:
+def f32(name: str, shape: Sequence[int | str | None] | None) -> onnx.ValueInfoProto:
+    """A float32 tensor declaration (None: unknown shape)."""
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
@@ -91,7 +93,7 @@ def chain() -> onnx.ModelProto:
     g = b.node("GlobalAveragePool", [m3], "gap")
     f = b.node("Flatten", [g], "flatten")
     b.node("Identity", [f], "out", outputs=["y"])
-    return b.model([_f32("x", [1, 3, 16, 16])], [_f32("y", [1, 8])], "chain")
+    return b.model([f32("x", [1, 3, 16, 16])], [f32("y", [1, 8])], "chain")
 
 
 def fpn() -> onnx.ModelProto:
@@ -117,7 +119,7 @@ def fpn() -> onnx.ModelProto:
         o = b.node("Relu", [b.conv(p, 8, 8, f"out{level}")], f"out{level}_relu")
         flat.append(b.node("Reshape", [o, b.weight(f"shape{level}", np.array([1, 8, -1], np.int64))], f"flat{level}"))
     b.node("Concat", flat, "concat", axis=2, outputs=["features"])
-    return b.model([_f32("images", [1, 3, 32, 32])], [_f32("features", [1, 8, 336])], "fpn")
+    return b.model([f32("images", [1, 3, 32, 32])], [f32("features", [1, 8, 336])], "fpn")
 
 
 def side_input() -> onnx.ModelProto:
@@ -138,8 +140,8 @@ def side_input() -> onnx.ModelProto:
     raw = b.node("Reshape", [box_t, b.weight("s4", np.array([1, -1, 4], np.int64))], "box_flat")
     b.node("Mul", [raw, "scale"], "rescale", outputs=["boxes"])
     return b.model(
-        [_f32("images", [1, 3, 16, 16]), _f32("scale", [1, 1, 4])],
-        [_f32("stem", [1, 8, 8, 8]), _f32("scores", [1, 16, 1]), _f32("boxes", [1, 16, 4])],
+        [f32("images", [1, 3, 16, 16]), f32("scale", [1, 1, 4])],
+        [f32("stem", [1, 8, 8, 8]), f32("scores", [1, 16, 1]), f32("boxes", [1, 16, 4])],
         "side_input",
     )
 
@@ -161,7 +163,7 @@ def control_flow(*, annotate: bool = True) -> onnx.ModelProto:
     cond = b.node("Greater", [m, b.weight("threshold", np.float32(0.1))], "positive")
     c = b.node("Mul", [r, r], "square")
 
-    t = lambda name: _f32(name, None)  # noqa: E731
+    t = lambda name: f32(name, None)  # noqa: E731
     inner = helper.make_node(
         "If", [cond], ["inner_out"], name="inner_if",
         then_branch=helper.make_graph([helper.make_node("Mul", ["else_diff", r], ["inner_then"])], "inner_then",
@@ -185,16 +187,16 @@ def control_flow(*, annotate: bool = True) -> onnx.ModelProto:
         ],
         "body",
         [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), _f32("v_in", [1, 4, 8, 8])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), _f32("v_out", [1, 4, 8, 8])],
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), f32("v_in", [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), f32("v_out", [1, 4, 8, 8])],
     )
     trips = b.weight("trips", np.array(3, np.int64))
     go = b.weight("go", np.array(True))
     e = b.node("Loop", [trips, go, d], "repeat", body=body)
     b.node("Add", [d, e], "join", outputs=["y"])
-    model = b.model([_f32("x", [1, 4, 8, 8])], [_f32("y", [1, 4, 8, 8])], "control_flow")
+    model = b.model([f32("x", [1, 4, 8, 8])], [f32("y", [1, 4, 8, 8])], "control_flow")
     if annotate:
-        model.graph.value_info.append(_f32(e, [1, 4, 8, 8]))
+        model.graph.value_info.append(f32(e, [1, 4, 8, 8]))
     return model
 
 
@@ -251,8 +253,8 @@ def resnet_fpn(size: int = 32) -> onnx.ModelProto:
     b.node("Sigmoid", [b.node("Concat", scores, "cls_cat", axis=1)], "cls_sig", outputs=["scores"])
     b.node("Concat", boxes, "box_cat", axis=1, outputs=["boxes"])
     return b.model(
-        [_f32("images", [1, 3, size, size])],
-        [_f32("scores", [1, None, 4]), _f32("boxes", [1, None, 4])],
+        [f32("images", [1, 3, size, size])],
+        [f32("scores", [1, None, 4]), f32("boxes", [1, None, 4])],
         "resnet_fpn",
     )
 
@@ -289,11 +291,12 @@ def fusion_patterns() -> onnx.ModelProto:
     g = b.node("Mul", [b.node("Mul", [z, e], "gelu_mul"), b.weight("half", np.float32(0.5))], "gelu_half")
     mean = b.node("ReduceMean", [g], "ln_mean", axes=[-1])
     centred = b.node("Sub", [g, mean], "ln_sub")
-    var = b.node("ReduceMean", [b.node("Pow", [centred, b.weight("two", np.float32(2.0))], "ln_pow")], "ln_var", axes=[-1])
+    squared = b.node("Pow", [centred, b.weight("two", np.float32(2.0))], "ln_pow")
+    var = b.node("ReduceMean", [squared], "ln_var", axes=[-1])
     std = b.node("Sqrt", [b.node("Add", [var, b.weight("eps", np.float32(1e-5))], "ln_eps")], "ln_sqrt")
     n = b.node("Mul", [b.node("Div", [centred, std], "ln_div"), vec("ln.g", 600)], "ln_mul")
     b.node("Add", [n, vec("ln.b", 600)], "ln_add", outputs=["y"])
-    return b.model([_f32("x", [1, 8, 8, 8])], [_f32("y", [64, 600])], "fusion_patterns")
+    return b.model([f32("x", [1, 8, 8, 8])], [f32("y", [64, 600])], "fusion_patterns")
 
 
 def qdq() -> onnx.ModelProto:
@@ -309,7 +312,7 @@ def qdq() -> onnx.ModelProto:
     c = b.node("Conv", [x, w], "conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3])
     b.node("DequantizeLinear", [b.node("QuantizeLinear", [c, scale, zero], "q_out"), scale, zero], "dq_out",
            outputs=["y"])
-    return b.model([_f32("x", [1, 8, 8, 8])], [_f32("y", [1, 16, 8, 8])], "qdq")
+    return b.model([f32("x", [1, 8, 8, 8])], [f32("y", [1, 16, 8, 8])], "qdq")
 
 
 def symbolic_batch() -> onnx.ModelProto:
@@ -317,7 +320,7 @@ def symbolic_batch() -> onnx.ModelProto:
     b = Builder(seed=13)
     r = b.node("Relu", [b.conv("x", 3, 4, "conv")], "relu")
     b.node("GlobalAveragePool", [r], "gap", outputs=["y"])
-    return b.model([_f32("x", ["N", 3, "H", "W"])], [_f32("y", ["N", 4, 1, 1])], "symbolic_batch")
+    return b.model([f32("x", ["N", 3, "H", "W"])], [f32("y", ["N", 4, 1, 1])], "symbolic_batch")
 
 
 def feeds_for(model: onnx.ModelProto, *, seed: int = 0) -> dict[str, np.ndarray]:

@@ -82,7 +82,8 @@ def test_control_flow_test_feeds_take_both_if_branches() -> None:
     model = graphs.control_flow()
     graph = SplitGraph(model)
     head = graph.head_model(3)
-    taken = {bool(_run(head, f)["positive_out"]) for f in (graphs.feeds_for(model), {"x": np.zeros((1, 4, 8, 8), np.float32)})}
+    feeds = (graphs.feeds_for(model), {"x": np.zeros((1, 4, 8, 8), np.float32)})
+    taken = {bool(_run(head, f)["positive_out"]) for f in feeds}
     assert taken == {True, False}
 
 
@@ -173,7 +174,7 @@ def test_sub_models_keep_ir_version_value_info_and_domains() -> None:
     model = graphs.control_flow()
     model.ir_version = 7
     model.opset_import.append(onnx.helper.make_operatorsetid("ai.onnx.ml", 3))
-    model.graph.value_info.append(onnx.helper.make_tensor_value_info("branch_out", onnx.TensorProto.FLOAT, [1, 4, 8, 8]))
+    model.graph.value_info.append(graphs.f32("branch_out", [1, 4, 8, 8]))
     graph = SplitGraph(model)
     tail = graph.tail_model(4)
     assert tail.ir_version == 7
@@ -280,7 +281,11 @@ def test_input_shapes_fix_symbolic_dims() -> None:
 
 @pytest.mark.parametrize(
     ("shapes", "key"),
-    [({"images": (1, 3, 8, 8)}, "input_shapes"), ({"x": (1, 3, 8)}, "input_shapes.x"), ({"x": (1, 4, 8, 8)}, "input_shapes.x")],
+    [
+        ({"images": (1, 3, 8, 8)}, "input_shapes"),
+        ({"x": (1, 3, 8)}, "input_shapes.x"),
+        ({"x": (1, 4, 8, 8)}, "input_shapes.x"),
+    ],
 )
 def test_bad_input_shapes(shapes, key) -> None:
     with pytest.raises(ModelError) as err:
