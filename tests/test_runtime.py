@@ -146,3 +146,16 @@ def test_exact_sessions_split_bit_for_bit(builder) -> None:
         out = runner.run_tail(k, head.tensors_for(runner.cut(k)), feeds)
         for name, value in zip(runner.output_names, full):
             assert np.array_equal(out.outputs[name], value), (k, runner.cut(k).node_name)
+
+
+def test_cut_tensor_of_unknown_rank_still_runs() -> None:
+    """onnx cannot infer the Loop output's shape here; onnxruntime runs heads and tails that
+    declare it with a type only (onnx.checker would want a shape)."""
+    model = graphs.control_flow(annotate=False)
+    feeds = graphs.feeds_for(model)
+    runner = SplitRunner(model, [5, 6])
+    assert runner.cut(6).tensor_infos[1].shape is None
+    head = runner.run_head(feeds)
+    full = make_session(model).run(None, feeds)[0]
+    for k in (5, 6):
+        assert np.array_equal(runner.run_tail(k, head.tensors_for(runner.cut(k)), feeds).outputs["y"], full)
