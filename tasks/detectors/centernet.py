@@ -35,9 +35,9 @@ class CenterNetSettings(ImageSettings):
     nms_iou: float | None = setting(None, "optional class-wise NMS after peak picking (null: none, as CenterNet)")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.input_size is None:
             raise SettingProblem("input_size", "CenterNet needs a fixed input size")
+        super().__post_init__()
         if self.nms_iou is not None and not 0 < self.nms_iou <= 1:
             raise SettingProblem("nms_iou", "must be in (0, 1] or null")
 

@@ -40,9 +40,9 @@ class NanoDetSettings(ImageSettings):
     pre_nms_top_k: int = setting(1000, "per stride, keep the cells with the best class scores before NMS")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.input_size is None:
             raise SettingProblem("input_size", "NanoDet needs a fixed input size")
+        super().__post_init__()
         if not len(self.scores) == len(self.distances) == len(self.strides) > 0:
             raise SettingProblem("strides", "scores, distances and strides must have the same length")
         if self.reg_max < 1 or self.pre_nms_top_k < 1 or min(self.strides) < 1:
