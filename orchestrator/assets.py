@@ -135,12 +135,14 @@ def npm_pack(spec: str, dest: Path) -> Path:
         )
     try:
         done = subprocess.run(
-            [npm, "pack", spec, "--silent"], cwd=dest, capture_output=True, text=True, timeout=1800
+            # --silent would hide npm's error messages too; errors only still prints the tarball name.
+            [npm, "pack", spec, "--loglevel=error"], cwd=dest, capture_output=True, text=True, timeout=1800
         )
     except subprocess.TimeoutExpired:
         raise AssetError(f"npm pack {spec} did not finish within 30 minutes", key="npm") from None
     if done.returncode != 0:
-        tail = " | ".join(line.strip() for line in done.stderr.strip().splitlines()[-4:] if line.strip())
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip() and "complete log" not in line]
+        tail = " | ".join(lines[-3:])
         raise AssetError(f"npm pack {spec} failed (exit {done.returncode}): {tail or 'no message'}", key="npm")
     names = [line.strip() for line in done.stdout.splitlines() if line.strip().endswith(".tgz")]
     candidates = [dest / names[-1]] if names else sorted(dest.glob("*.tgz"))
