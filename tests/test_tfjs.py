@@ -137,7 +137,9 @@ def conv_ref(x, w, strides=(1, 1), padding="SAME", dilations=(1, 1), depthwise=F
     for i in range(kh):
         for j in range(kw):
             y0, x0 = i * dilations[0], j * dilations[1]
-            patch = xp[:, y0 : y0 + strides[0] * (oh - 1) + 1 : strides[0], x0 : x0 + strides[1] * (ow - 1) + 1 : strides[1]]
+            patch = xp[
+                :, y0 : y0 + strides[0] * (oh - 1) + 1 : strides[0], x0 : x0 + strides[1] * (ow - 1) + 1 : strides[1]
+            ]
             if depthwise:
                 out += (patch[..., None] * w[i, j]).reshape(out.shape)
             else:
@@ -216,7 +218,9 @@ def test_decode_weights_float32_int32_float16_and_quantized():
 
 
 def test_weight_paths_follow_groups_in_order():
-    model_json = {"weightsManifest": [{"paths": ["a.bin", "b.bin"], "weights": []}, {"paths": ["c.bin"], "weights": []}]}
+    model_json = {
+        "weightsManifest": [{"paths": ["a.bin", "b.bin"], "weights": []}, {"paths": ["c.bin"], "weights": []}]
+    }
     assert weight_paths(model_json) == ["a.bin", "b.bin", "c.bin"]
 
 
@@ -253,24 +257,46 @@ def test_conv2d_matches_reference(shape, kernel, strides, padding, dilations):
     w = RNG.normal(size=(kernel, kernel, shape[3], 5)).astype(np.float32)
     nodes = [
         placeholder("x", shape),
-        node("conv", "Conv2D", "x", "w", strides=[1, strides, strides, 1], padding=padding, data_format="NHWC",
-             dilations=[1, dilations, dilations, 1]),
+        node(
+            "conv",
+            "Conv2D",
+            "x",
+            "w",
+            strides=[1, strides, strides, 1],
+            padding=padding,
+            data_format="NHWC",
+            dilations=[1, dilations, dilations, 1],
+        ),
     ]
     out, seen, model = convert_and_run(nodes, {"w": w}, ["conv"], {"x": x})
     close(out["conv"], conv_ref(x, seen["w"], (strides, strides), padding, (dilations, dilations)))
     assert [n.op_type for n in model.graph.node].count("Conv") == 1
 
 
-@pytest.mark.parametrize("fused,alpha", [(["BiasAdd"], None), (["BiasAdd", "Relu"], None), (["BiasAdd", "Relu6"], None),
-                                         (["BiasAdd", "LeakyRelu"], 0.3)])
+@pytest.mark.parametrize(
+    "fused,alpha",
+    [(["BiasAdd"], None), (["BiasAdd", "Relu"], None), (["BiasAdd", "Relu6"], None), (["BiasAdd", "LeakyRelu"], 0.3)],
+)
 def test_fused_conv2d_with_bias_and_activation(fused, alpha):
     x = (RNG.normal(size=(1, 7, 7, 4)) * 4).astype(np.float32)
     w = RNG.normal(size=(3, 3, 4, 6)).astype(np.float32)
     b = RNG.normal(size=6).astype(np.float32) * 3
     attrs = {"leakyrelu_alpha": alpha} if alpha else {}
-    nodes = [placeholder("x", x.shape),
-             node("fc", "_FusedConv2D", "x", "w", "b", strides=[1, 1, 1, 1], padding="SAME", fused_ops=fused,
-                  num_args=1, **attrs)]
+    nodes = [
+        placeholder("x", x.shape),
+        node(
+            "fc",
+            "_FusedConv2D",
+            "x",
+            "w",
+            "b",
+            strides=[1, 1, 1, 1],
+            padding="SAME",
+            fused_ops=fused,
+            num_args=1,
+            **attrs,
+        ),
+    ]
     out, seen, _ = convert_and_run(nodes, {"w": w, "b": b}, ["fc"], {"x": x}, storage={"w": "float16"})
     ref = conv_ref(x, seen["w"]) + seen["b"]
     assert (ref > 6).any() and (ref < 0).any()  # every activation changes this data
@@ -290,8 +316,17 @@ def test_depthwise_conv_with_multiplier_stride_and_fused_relu6():
     nodes = [
         placeholder("x", x.shape),
         node("dw", "DepthwiseConv2dNative", "x", "w", strides=[1, 2, 2, 1], padding="SAME"),
-        node("fdw", "FusedDepthwiseConv2dNative", "x", "w", "b", strides=[1, 1, 1, 1], padding="VALID",
-             fused_ops=["BiasAdd", "Relu6"], num_args=1),
+        node(
+            "fdw",
+            "FusedDepthwiseConv2dNative",
+            "x",
+            "w",
+            "b",
+            strides=[1, 1, 1, 1],
+            padding="VALID",
+            fused_ops=["BiasAdd", "Relu6"],
+            num_args=1,
+        ),
     ]
     out, seen, _ = convert_and_run(nodes, {"w": w, "b": b}, ["dw", "fdw"], {"x": x}, storage={"w": "uint8"})
     close(out["dw"], conv_ref(x, seen["w"], (2, 2), "SAME", depthwise=True))
@@ -301,8 +336,10 @@ def test_depthwise_conv_with_multiplier_stride_and_fused_relu6():
 def test_conv2d_in_nchw_data_format():
     x = RNG.normal(size=(1, 3, 6, 6)).astype(np.float32)
     w = RNG.normal(size=(3, 3, 3, 4)).astype(np.float32)
-    nodes = [placeholder("x", x.shape),
-             node("conv", "Conv2D", "x", "w", strides=[1, 1, 2, 2], padding="SAME", data_format="NCHW")]
+    nodes = [
+        placeholder("x", x.shape),
+        node("conv", "Conv2D", "x", "w", strides=[1, 1, 2, 2], padding="SAME", data_format="NCHW"),
+    ]
     out, seen, model = convert_and_run(nodes, {"w": w}, ["conv"], {"x": x})
     ref = conv_ref(x.transpose(0, 2, 3, 1), seen["w"], (2, 2)).transpose(0, 3, 1, 2)
     close(out["conv"], ref)
@@ -312,16 +349,22 @@ def test_conv2d_in_nchw_data_format():
 @pytest.mark.parametrize("padding,k,s", [("SAME", 3, 2), ("VALID", 3, 2), ("SAME", 3, 1)])
 def test_max_pool(padding, k, s):
     x = RNG.normal(size=(1, 8, 7, 3)).astype(np.float32)
-    nodes = [placeholder("x", x.shape),
-             node("pool", "MaxPool", "x", ksize=[1, k, k, 1], strides=[1, s, s, 1], padding=padding)]
+    nodes = [
+        placeholder("x", x.shape),
+        node("pool", "MaxPool", "x", ksize=[1, k, k, 1], strides=[1, s, s, 1], padding=padding),
+    ]
     out, _, _ = convert_and_run(nodes, {}, ["pool"], {"x": x})
     close(out["pool"], max_pool_ref(x, k, s, padding))
 
 
 def test_unsupported_fused_op_names_it():
-    nodes = [placeholder("x", (1, 4, 4, 1)),
-             node("fc", "_FusedConv2D", "x", "w", "b", padding="SAME", fused_ops=["BiasAdd", "Elu"], num_args=1)]
-    model_json, weights, _ = tfjs_model(nodes, {"w": np.ones((1, 1, 1, 1), np.float32), "b": np.zeros(1, np.float32)}, ["fc"])
+    nodes = [
+        placeholder("x", (1, 4, 4, 1)),
+        node("fc", "_FusedConv2D", "x", "w", "b", padding="SAME", fused_ops=["BiasAdd", "Elu"], num_args=1),
+    ]
+    model_json, weights, _ = tfjs_model(
+        nodes, {"w": np.ones((1, 1, 1, 1), np.float32), "b": np.zeros(1, np.float32)}, ["fc"]
+    )
     with pytest.raises(ModelError, match="Elu") as info:
         convert(model_json, weights, file="m.json")
     assert info.value.key == "fc" and "BiasAdd+Relu6" in info.value.allowed
@@ -342,8 +385,16 @@ def _conv_then(op_nodes, consts, outputs, x_shape=(1, 5, 6, 3), channels=4):
 
 @pytest.mark.parametrize(
     "op,fn",
-    [("Add", np.add), ("AddV2", np.add), ("BiasAdd", np.add), ("Sub", np.subtract), ("Mul", np.multiply),
-     ("RealDiv", np.divide), ("Maximum", np.maximum), ("Minimum", np.minimum)],
+    [
+        ("Add", np.add),
+        ("AddV2", np.add),
+        ("BiasAdd", np.add),
+        ("Sub", np.subtract),
+        ("Mul", np.multiply),
+        ("RealDiv", np.divide),
+        ("Maximum", np.maximum),
+        ("Minimum", np.minimum),
+    ],
 )
 def test_binary_ops_with_channel_constants(op, fn):
     k = (RNG.uniform(0.5, 2, size=4) * RNG.choice([-1, 1], size=4)).astype(np.float32)
@@ -360,7 +411,9 @@ def test_binary_ops_with_constant_first_scalars_and_two_tensors():
     ]
     k = RNG.normal(size=(1, 1, 1, 4)).astype(np.float32)
     m = RNG.normal(size=(1, 5, 6, 4)).astype(np.float32)
-    out, seen, c, _ = _conv_then(nodes, {"k": k, "s": np.array(2.5, np.float32), "m": m}, ["left", "scaled", "both", "full"])
+    out, seen, c, _ = _conv_then(
+        nodes, {"k": k, "s": np.array(2.5, np.float32), "m": m}, ["left", "scaled", "both", "full"]
+    )
     close(out["left"], k - c)
     close(out["scaled"], 2.5 * c)
     close(out["both"], (k - c) + 2.5 * c)
@@ -388,7 +441,9 @@ def test_binary_op_between_layouts_and_ranks():
 @pytest.mark.parametrize("op", ["Relu", "Relu6", "Sigmoid", "Tanh", "LeakyRelu"])
 def test_unary_ops(op):
     attrs = {"alpha": 0.25} if op == "LeakyRelu" else {}
-    out, _, c, model = _conv_then([node("s", "Mul", "c", "k"), node("y", op, "s", **attrs)], {"k": np.array(8.0, np.float32)}, ["y"])
+    out, _, c, model = _conv_then(
+        [node("s", "Mul", "c", "k"), node("y", op, "s", **attrs)], {"k": np.array(8.0, np.float32)}, ["y"]
+    )
     s = c * 8
     ref = {
         "Relu": np.maximum(s, 0),
@@ -414,7 +469,9 @@ def test_identity_output_keeps_its_name():
 @pytest.mark.parametrize("op,fn", [("Mean", np.mean), ("Sum", np.sum), ("Max", np.max), ("Min", np.min)])
 @pytest.mark.parametrize("keep", [True, False])
 def test_reductions_over_spatial_axes(op, fn, keep):
-    out, seen, c, _ = _conv_then([node("r", op, "c", "axes", keep_dims=keep)], {"axes": np.array([1, 2], np.int32)}, ["r"])
+    out, seen, c, _ = _conv_then(
+        [node("r", op, "c", "axes", keep_dims=keep)], {"axes": np.array([1, 2], np.int32)}, ["r"]
+    )
     close(out["r"], fn(c, axis=(1, 2), keepdims=keep))
 
 
@@ -441,7 +498,9 @@ def test_resize_bilinear_modes(align, half, size):
     close(out["r"], resize_bilinear_ref(c, *size, align_corners=align, half_pixel=half))
     (resize,) = [n for n in model.graph.node if n.op_type == "Resize"]
     mode = {a.name: a.s.decode() for a in resize.attribute if a.type == onnx.AttributeProto.STRING}
-    assert mode["coordinate_transformation_mode"] == ("align_corners" if align else "half_pixel" if half else "asymmetric")
+    assert mode["coordinate_transformation_mode"] == (
+        "align_corners" if align else "half_pixel" if half else "asymmetric"
+    )
 
 
 def test_resize_refuses_both_alignments():
@@ -470,8 +529,12 @@ def test_transposes_cost_no_nodes_inside_and_one_at_an_output():
         node("act", "LeakyRelu", "to_nchw", alpha=0.1),
         node("hwc", "Transpose", "act", "p3"),
     ]
-    consts = {"w": w, "p1": np.array([0, 2, 3, 1], np.int32), "p2": np.array([0, 3, 1, 2], np.int32),
-              "p3": np.array([0, 2, 3, 1], np.int32)}
+    consts = {
+        "w": w,
+        "p1": np.array([0, 2, 3, 1], np.int32),
+        "p2": np.array([0, 3, 1, 2], np.int32),
+        "p3": np.array([0, 2, 3, 1], np.int32),
+    }
     out, seen, model = convert_and_run(nodes, consts, ["act", "hwc"], {"x": x})
     conv = conv_ref(x.transpose(0, 2, 3, 1), seen["w"]).transpose(0, 3, 1, 2)
     act = np.where(conv >= 0, conv, 0.1 * conv)
@@ -488,7 +551,11 @@ def test_reshape_and_split():
         node("halves", "Split", "axis", "c", num_split=2),
         node("second", "Identity", "parts:1"),
     ]
-    consts = {"shape": np.array([1, -1, 4], np.int32), "sizes": np.array([1, -1], np.int32), "axis": np.array(3, np.int32)}
+    consts = {
+        "shape": np.array([1, -1, 4], np.int32),
+        "sizes": np.array([1, -1], np.int32),
+        "axis": np.array(3, np.int32),
+    }
     out, _, c, _ = _conv_then(nodes, consts, ["flat", "parts", "second", "halves", "halves:1"])
     close(out["flat"], c.reshape(1, -1, 4))
     close(out["parts"], c[..., :1])
@@ -504,8 +571,13 @@ def test_sparse_to_dense_is_folded_into_a_reshape_shape():
         node("target", "AddV2", "base", "delta"),
         node("r", "Reshape", "c", "target"),
     ]
-    consts = {"idx": np.array([[1]], np.int32), "dense_shape": np.array([3], np.int32), "vals": np.array([30], np.int32),
-              "zero": np.array(0, np.int32), "base": np.array([1, 0, 4], np.int32)}
+    consts = {
+        "idx": np.array([[1]], np.int32),
+        "dense_shape": np.array([3], np.int32),
+        "vals": np.array([30], np.int32),
+        "zero": np.array(0, np.int32),
+        "base": np.array([1, 0, 4], np.int32),
+    }
     out, _, c, model = _conv_then(nodes, consts, ["r"])
     close(out["r"], c.reshape(1, 30, 4))
     assert "SparseToDense" not in {n.op_type for n in model.graph.node}
@@ -529,8 +601,17 @@ def test_model_metadata_names_and_layout_at_the_boundary():
     b = RNG.normal(size=4).astype(np.float32)
     nodes = [
         placeholder("tower_0/images", x.shape),
-        node("tower_0/block/conv", "_FusedConv2D", "tower_0/images", "w", "b", strides=[1, 2, 2, 1], padding="SAME",
-             fused_ops=["BiasAdd", "Relu6"], num_args=1),
+        node(
+            "tower_0/block/conv",
+            "_FusedConv2D",
+            "tower_0/images",
+            "w",
+            "b",
+            strides=[1, 2, 2, 1],
+            padding="SAME",
+            fused_ops=["BiasAdd", "Relu6"],
+            num_args=1,
+        ),
         node("tower_0/out", "Sigmoid", "tower_0/block/conv"),
     ]
     out, seen, model = convert_and_run(nodes, {"w": w, "b": b}, ["tower_0/out"], {"tower_0/images": x}, name="tiny")
@@ -592,7 +673,9 @@ const fs = require('fs');
   const x = tf.tensor(new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4), shape.split(',').map(Number));
   let res = model.execute(x, outputs);
   if (!Array.isArray(res)) res = [res];
-  for (let i = 0; i < outputs.length; i++) fs.writeFileSync(`${outDir}/out${i}.bin`, Buffer.from((await res[i].data()).buffer));
+  for (let i = 0; i < outputs.length; i++) {
+    fs.writeFileSync(`${outDir}/out${i}.bin`, Buffer.from((await res[i].data()).buffer));
+  }
 })().catch(e => { console.error(e); process.exit(1); });
 """
 
@@ -605,9 +688,19 @@ def tfjs_runtime(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tfjs")
     (root / "package.json").write_text("{}")
     subprocess.run(
-        ["npm", "install", "--silent", "--no-audit", "--no-fund", "@tensorflow/tfjs-core@4.22.0",
-         "@tensorflow/tfjs-converter@4.22.0", "@tensorflow/tfjs-backend-cpu@4.22.0"],
-        cwd=root, check=True, capture_output=True,
+        [
+            "npm",
+            "install",
+            "--silent",
+            "--no-audit",
+            "--no-fund",
+            "@tensorflow/tfjs-core@4.22.0",
+            "@tensorflow/tfjs-converter@4.22.0",
+            "@tensorflow/tfjs-backend-cpu@4.22.0",
+        ],
+        cwd=root,
+        check=True,
+        capture_output=True,
     )
     (root / "run.js").write_text(_TFJS_RUNNER)
     return root
@@ -624,13 +717,23 @@ def test_demo_models_match_tfjs(name, tfjs_runtime):
     (inp,) = model.graph.input
     shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
     outputs = [o.name for o in model.graph.output]
-    x = (np.random.default_rng(1).random(shape) * (255 if name == "centernet" else 2) - (0 if name == "centernet" else 1))
+    x = np.random.default_rng(1).random(shape) * (255 if name == "centernet" else 2) - (0 if name == "centernet" else 1)
     x = x.astype(np.float32)
     x.tofile(tfjs_runtime / "in.bin")
     subprocess.run(
-        ["node", "run.js", str(sources / f"{name}.json"), str(sources / f"{name}.bin"), "in.bin",
-         ",".join(map(str, shape)), ".", *outputs],
-        cwd=tfjs_runtime, check=True, capture_output=True,
+        [
+            "node",
+            "run.js",
+            str(sources / f"{name}.json"),
+            str(sources / f"{name}.bin"),
+            "in.bin",
+            ",".join(map(str, shape)),
+            ".",
+            *outputs,
+        ],
+        cwd=tfjs_runtime,
+        check=True,
+        capture_output=True,
     )
     ours = run(model, **{inp.name: x})
     for i, out in enumerate(outputs):

@@ -28,5 +28,7 @@ def run(args: argparse.Namespace) -> int:
     root = cache_dir(args.cache)
     print(f"demo models in {root} (from npm:{PACKAGE}@{VERSION}, MIT):")
     for asset in assets.values():
-        print(f"  {asset.name:10s} {asset.path}  {asset.bytes / 1e6:.1f} MB, {asset.nodes} nodes, adapter {asset.adapter}")
+        print(
+            f"  {asset.name:10s} {asset.path}  {asset.bytes / 1e6:.1f} MB, {asset.nodes} nodes, adapter {asset.adapter}"
+        )
     return 0

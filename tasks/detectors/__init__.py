@@ -1,7 +1,7 @@
 """Detector adapters: image → model input, model outputs → COCO detections; one registry, one small class per family.
 
-    adapter("centernet", {"score_threshold": 0.1}).preprocess(rgb) -> Prepared(feeds, meta)
-    adapter(...).postprocess(outputs, meta) -> Detections (x, y, w, h in image pixels, COCO ids)
+adapter("centernet", {"score_threshold": 0.1}).preprocess(rgb) -> Prepared(feeds, meta)
+adapter(...).postprocess(outputs, meta) -> Detections (x, y, w, h in image pixels, COCO ids)
 """
 
 from __future__ import annotations

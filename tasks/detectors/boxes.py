@@ -65,9 +65,14 @@ class BoxesLabelsScores(Adapter):
         raw_boxes = np.asarray(outputs[s.boxes], dtype=np.float64)
         labels = np.asarray(outputs[s.labels]).reshape(-1)
         scores = np.asarray(outputs[s.scores], dtype=np.float32).reshape(-1)
-        if raw_boxes.size != 4 * len(scores) or len(labels) != len(scores) or (raw_boxes.size and raw_boxes.shape[-1] != 4):
+        if (
+            raw_boxes.size != 4 * len(scores)
+            or len(labels) != len(scores)
+            or (raw_boxes.size and raw_boxes.shape[-1] != 4)
+        ):
             raise DetectorError(
-                f"outputs disagree: {s.boxes!r} {raw_boxes.shape}, {s.labels!r} {labels.shape}, {s.scores!r} {scores.shape} "
+                f"outputs disagree: {s.boxes!r} {raw_boxes.shape}, {s.labels!r} {labels.shape}, "
+                f"{s.scores!r} {scores.shape} "
                 "(expected N×4, N, N with an optional leading batch of 1)",
                 key=self.name,
             )

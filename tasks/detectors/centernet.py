@@ -83,7 +83,9 @@ class CenterNet(Adapter):
                 key=f"{self.name}.sizes",
             )
         if classes != 80:
-            raise DetectorError(f"heatmap {s.heatmap!r} has {classes} classes, expected COCO's 80", key=f"{self.name}.heatmap")
+            raise DetectorError(
+                f"heatmap {s.heatmap!r} has {classes} classes, expected COCO's 80", key=f"{self.name}.heatmap"
+            )
         flat = heat.reshape(-1)
         # Thresholding before the top-k keeps the same detections as the graph's own branch
         # (top-100 peaks, then threshold) and checks far fewer peaks.

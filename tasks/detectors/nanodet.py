@@ -75,7 +75,8 @@ class NanoDet(Adapter):
             cols, rows = -(-meta.input_width // stride), -(-meta.input_height // stride)
             if cls.shape != (rows * cols, 80) or reg.size != rows * cols * 4 * bins:
                 raise DetectorError(
-                    f"outputs {score_name!r} {np.shape(outputs[score_name])} / {dist_name!r} {np.shape(outputs[dist_name])} "
+                    f"outputs {score_name!r} {np.shape(outputs[score_name])} / "
+                    f"{dist_name!r} {np.shape(outputs[dist_name])} "
                     f"do not fit stride {stride} on a {meta.input_width}×{meta.input_height} input "
                     f"({rows * cols} cells × 80 classes, × {4 * bins} bins)",
                     key=f"{self.name}.strides",

@@ -62,7 +62,9 @@ class ImageSettings:
             raise SettingProblem("max_detections", "must be at least 1")
 
 
-def parse_settings(cls: type[S], raw: Mapping[str, Any] | None, *, file: str | None = None, key: str | None = None) -> S:
+def parse_settings(
+    cls: type[S], raw: Mapping[str, Any] | None, *, file: str | None = None, key: str | None = None
+) -> S:
     """``cls(**raw)`` with types checked and coerced (lists → tuples, ints → floats)."""
     raw = dict(raw or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -76,12 +78,17 @@ def parse_settings(cls: type[S], raw: Mapping[str, Any] | None, *, file: str | N
             values[name] = _coerce(value, hints[name])
         except (TypeError, ValueError):
             raise DetectorError(
-                f"{value!r} is not {_describe(hints[name])}", file=file, key=f"{prefix}{name}", allowed=_choices(hints[name])
+                f"{value!r} is not {_describe(hints[name])}",
+                file=file,
+                key=f"{prefix}{name}",
+                allowed=_choices(hints[name]),
             ) from None
     try:
         return cls(**values)
     except SettingProblem as problem:
-        raise DetectorError(problem.message, file=file, key=f"{prefix}{problem.name}", allowed=problem.allowed) from None
+        raise DetectorError(
+            problem.message, file=file, key=f"{prefix}{problem.name}", allowed=problem.allowed
+        ) from None
 
 
 def settings_table(cls: type) -> list[tuple[str, str, Any, str]]:

@@ -1,4 +1,4 @@
-"""The pieces a TF.js → ONNX op handler works with: TF nodes, values with their layout, and the ONNX graph being built."""
+"""What a TF.js → ONNX op handler works with: TF nodes, values with their layout, the ONNX graph being built."""
 
 from __future__ import annotations
 
@@ -204,4 +204,3 @@ TF_DTYPES = {
     "DT_HALF": np.dtype(np.float16),
     "DT_UINT8": np.dtype(np.uint8),
 }
-

@@ -101,9 +101,7 @@ def convert(
         graph_outputs.append(value_info(out_name, tensor.dtype, tensor.shape, _dims(out_name, tensor.rank)))
     _drop_redundant_identities(b, set(out_names))
 
-    graph = helper.make_graph(
-        b.nodes, name or "tfjs", inputs, graph_outputs, initializer=list(b.initializers.values())
-    )
+    graph = helper.make_graph(b.nodes, name or "tfjs", inputs, graph_outputs, initializer=list(b.initializers.values()))
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
@@ -209,5 +207,3 @@ def _drop_redundant_identities(b: Builder, outputs: set[str]) -> None:
         keep.append(node)
     del b.nodes[:]
     b.nodes.extend(keep)
-
-

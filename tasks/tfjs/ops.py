@@ -108,7 +108,9 @@ def _binary(b: Builder, node: TfNode, ins: list[Value]) -> list[Value]:
     names = []
     for side, v in (("x", left), ("y", right)):
         if isinstance(v, Const):
-            names.append(b.initializer(b.aligned_const(v.value.astype(tensors[0].dtype), rank, perm), f"{node.name}/{side}"))
+            names.append(
+                b.initializer(b.aligned_const(v.value.astype(tensors[0].dtype), rank, perm), f"{node.name}/{side}")
+            )
         else:
             names.append(b.to_perm(v, perm if v.rank == rank else identity(v.rank), f"{v.name}/relayout").name)
     (out,) = b.node(onnx_op, names, name=node.name)
@@ -190,9 +192,7 @@ def _conv(b: Builder, node: TfNode, ins: list[Value]) -> list[Value]:
         bias = _const(node, ins[2], "the bias").astype(np.float32).reshape(-1)
         inputs.append(b.initializer(bias, f"{node.name}/bias"))
     name = f"{node.name}/conv" if act else node.name
-    (out,) = b.node(
-        "Conv", inputs, name=name, kernel_shape=[kh, kw], strides=s, dilations=d, group=group, **pad_attrs
-    )
+    (out,) = b.node("Conv", inputs, name=name, kernel_shape=[kh, kw], strides=s, dilations=d, group=group, **pad_attrs)
     shape = (x.shape[0], oh, ow, out_channels) if fmt == "NHWC" else (x.shape[0], out_channels, oh, ow)
     result = Tensor(out, shape, np.dtype(np.float32), NCHW if fmt == "NHWC" else identity(4))
     if act:
@@ -219,7 +219,12 @@ def _max_pool(b: Builder, node: TfNode, ins: list[Value]) -> list[Value]:
 
 # --- shape and layout -------------------------------------------------------------------------
 
-_REDUCE = {"Mean": ("ReduceMean", np.mean), "Sum": ("ReduceSum", np.sum), "Max": ("ReduceMax", np.max), "Min": ("ReduceMin", np.min)}
+_REDUCE = {
+    "Mean": ("ReduceMean", np.mean),
+    "Sum": ("ReduceSum", np.sum),
+    "Max": ("ReduceMax", np.max),
+    "Min": ("ReduceMin", np.min),
+}
 
 
 @_handles(*_REDUCE)
@@ -233,7 +238,9 @@ def _reduce(b: Builder, node: TfNode, ins: list[Value]) -> list[Value]:
     physical = sorted(x.physical_axis(a) for a in axes)
     if onnx_op == "ReduceSum":  # opset 13+ takes ReduceSum's axes as an input, the others as an attribute
         (out,) = b.node(
-            onnx_op, [x.name, b.initializer(np.array(physical, np.int64), f"{node.name}/axes")], name=node.name,
+            onnx_op,
+            [x.name, b.initializer(np.array(physical, np.int64), f"{node.name}/axes")],
+            name=node.name,
             keepdims=int(keep),
         )
     else:
@@ -278,7 +285,9 @@ def _resize_bilinear(b: Builder, node: TfNode, ins: list[Value]) -> list[Value]:
         (shape,) = b.node("Shape", [x.name], name=f"{node.name}/shape", end=2)
         hw = b.initializer(np.array([height, width], np.int64), f"{node.name}/hw")
         (sizes,) = b.node("Concat", [shape, hw], name=f"{node.name}/sizes", axis=0)
-    (out,) = b.node("Resize", [x.name, "", "", sizes], name=node.name, mode="linear", coordinate_transformation_mode=mode)
+    (out,) = b.node(
+        "Resize", [x.name, "", "", sizes], name=node.name, mode="linear", coordinate_transformation_mode=mode
+    )
     return [Tensor(out, (n, height, width, c), x.dtype, NCHW)]
 
 

@@ -21,9 +21,7 @@ def weight_paths(model_json: Mapping[str, Any]) -> list[str]:
     return [path for group in _manifest(model_json, None) for path in group.get("paths", [])]
 
 
-def decode_weights(
-    model_json: Mapping[str, Any], weights: bytes, *, file: str | None = None
-) -> dict[str, np.ndarray]:
+def decode_weights(model_json: Mapping[str, Any], weights: bytes, *, file: str | None = None) -> dict[str, np.ndarray]:
     """Every weight of the manifest as a numpy array in its original dtype (float32/int32/bool).
 
     ``weights`` is the concatenation of all shard files (see :func:`weight_paths`).
