@@ -92,6 +92,18 @@ def test_every_setting_is_documented(name):
     assert all(doc.strip() for _, _, _, doc in rows), [r[0] for r in rows if not r[3].strip()]
 
 
+def test_adapters_pickle_for_workers():
+    import pickle
+
+    a = adapter("centernet", {"score_threshold": 0.2})
+    b = pickle.loads(pickle.dumps(a))
+    assert b.settings == a.settings and type(b) is type(a)
+    meta = ImageMeta(512, 512, 512, 512, 1.0, 1.0)
+    assert (
+        b.postprocess(centernet_outputs(), meta).to_records() == a.postprocess(centernet_outputs(), meta).to_records()
+    )
+
+
 # --- COCO table ------------------------------------------------------------------------------
 
 

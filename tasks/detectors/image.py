@@ -49,9 +49,8 @@ def check_rgb(rgb: np.ndarray) -> np.ndarray:
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize with half-pixel centres and edge clamping (as OpenCV's INTER_LINEAR), float32 out."""
     src_h, src_w = image.shape[:2]
-    image = image.astype(np.float32, copy=False)
     if (src_h, src_w) == (height, width):
-        return image.copy()
+        return image.astype(np.float32)
 
     def taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pos = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
@@ -59,14 +58,13 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
         high = np.minimum(low + 1, n_in - 1)
         return low, high, (pos - low).astype(np.float32)
 
+    # Separable: rows first, then columns of the (smaller) row-interpolated image.
     y0, y1, wy = taps(height, src_h)
     x0, x1, wx = taps(width, src_w)
-    wx = wx[None, :, None]
-    rows0, rows1 = image[y0], image[y1]
-    top = rows0[:, x0] * (1 - wx) + rows0[:, x1] * wx
-    bottom = rows1[:, x0] * (1 - wx) + rows1[:, x1] * wx
     wy = wy[:, None, None]
-    return top * (1 - wy) + bottom * wy
+    rows = image[y0] * (1 - wy) + image[y1] * wy
+    wx = wx[None, :, None]
+    return rows[:, x0] * (1 - wx) + rows[:, x1] * wx
 
 
 def prepare_image(rgb: np.ndarray, s: ImageSettings) -> tuple[np.ndarray, ImageMeta]:

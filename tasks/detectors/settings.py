@@ -44,7 +44,9 @@ class ImageSettings:
     scale: float = setting(1 / 255, "pixel values are multiplied by this (1/255 or 1)")
     mean: tuple[float, float, float] = setting((0.0, 0.0, 0.0), "subtracted after scaling, in input channel order")
     std: tuple[float, float, float] = setting((1.0, 1.0, 1.0), "divided by after subtracting mean")
-    dtype: Literal["float32", "uint8"] = setting("float32", "input tensor element type")
+    dtype: Literal["float32", "uint8"] = setting(
+        "float32", "input tensor element type (uint8: raw 0–255 pixels; scale, mean, std unused)"
+    )
     batch: bool = setting(True, "the input has a leading batch dimension of 1")
     score_threshold: float = setting(0.05, "detections scoring below are dropped (low for mAP)")
     max_detections: int = setting(100, "at most this many detections per image, best first")
