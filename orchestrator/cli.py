@@ -15,7 +15,15 @@ __all__ = ["main", "COMMANDS"]
 # add_arguments(parser) and run(args) -> int. Listed here, imported only when used,
 # so `splitsweep inspect` never pays for importing Ray.
 COMMANDS: dict[str, str] = {
+    "demo": "Fetch the demo detector and photos if needed, run the demo sweep on local Ray, print the summary.",
+    "run": "Run or resume a sweep: only tasks not yet stored are run.",
+    "validate": "Check a sweep spec (keys, models, split points, codecs, dataset) without running anything.",
+    "plan": "Show the tasks and work units a spec makes, and how many are already stored.",
+    "status": "Show done / failed / remaining tasks of a results location, per model, split and codec.",
+    "report": "Per-configuration AP, bytes, bits per pixel, compression ratio and timings; CSV out.",
     "inspect": "List the split points of an ONNX model: cut tensors, shapes and bytes per node.",
+    "assets": "Fetch the demo detectors (npm) and convert them to ONNX in the cache; no-op when present.",
+    "dashboard": "Open the Streamlit dashboard on a results location.",
 }
 
 

@@ -425,3 +425,14 @@ def test_codec_reports_its_setting_and_rejects_non_string_names():
     assert c.setting == setting("uniform", {"bits": 4})
     with pytest.raises(CodecError, match="must be a string"):
         setting(None)  # type: ignore[arg-type]
+
+
+def test_label_shows_rate_knob_and_non_defaults_only():
+    from tasks.codecs import label, setting
+
+    assert label(setting("nncodec", {"qp": -18})) == "nncodec qp=-18"
+    assert label(setting("nncodec", {"qp": -18, "use_dq": False})) == "nncodec qp=-18 use_dq=False"
+    assert label(setting("uniform", {"bits": 4})) == "uniform bits=4"
+    assert label(setting("uniform", {"bits": 8, "per_channel": False})) == "uniform bits=8 per_channel=False"
+    assert label(setting("float16")) == "float16"
+    assert label(setting("none", {"zstd": 3})) == "none zstd=3"

@@ -39,6 +39,7 @@ __all__ = [
     "names",
     "describe",
     "header_size",
+    "label",
 ]
 
 CODECS: Registry[type[Codec]] = Registry("codec", CodecError)
@@ -108,3 +109,15 @@ def names() -> list[str]:
 def describe() -> list[CodecInfo]:
     """Every codec with its settings (type, default, allowed values, meaning) and losslessness."""
     return [CODECS.get(n).info() for n in CODECS.names()]
+
+
+def label(setting: CodecSetting) -> str:
+    """A short name for tables and legends: settings that differ from their defaults,
+    plus the codec's rate knob (``qp``, ``bits``) always: ``nncodec qp=-18``, ``uniform bits=4``."""
+    cls = _lookup(setting.codec)
+    parts = [setting.codec]
+    for s in cls.settings:
+        value = setting.params.get(s.name)
+        if s.default is REQUIRED or s.name == "bits" or value != s.default:
+            parts.append(f"{s.name}={value}")
+    return " ".join(parts)

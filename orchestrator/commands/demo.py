@@ -1,0 +1,41 @@
+"""`splitsweep demo`: assets if needed, the demo sweep on local Ray, the summary, the dashboard command."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+NAME = "demo"
+HELP = "Fetch the demo detector and photos if needed, run the demo sweep on local Ray, print the summary."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--output", default="results/demo", help="results directory (default: results/demo)")
+    parser.add_argument("--full", action="store_true", help="run the full grid (demo-full.yaml) instead of the quick one")
+    parser.add_argument("--workers", type=int, help="number of workers (default: one per CPU)")
+
+
+def run(args) -> int:
+    from orchestrator.assets import ensure_models
+    from orchestrator.demo_data import ensure_demo_images
+    from orchestrator.report import build_report, summary_table
+    from orchestrator.spec import load_spec
+    from orchestrator.specs import DEMO_SPEC, FULL_SPEC
+    from orchestrator.sweep import SweepOptions, run_sweep
+
+    spec_file = FULL_SPEC if args.full else DEMO_SPEC
+    print(f"demo: spec {spec_file}", file=sys.stderr)
+    ensure_models()
+    ensure_demo_images()
+    spec = load_spec(spec_file)
+    output = os.path.abspath(args.output)
+    spec = spec.model_copy(update={"output": output})
+    result = run_sweep(spec, SweepOptions(workers=args.workers))
+    report = build_report(output)
+    print()
+    print(summary_table(report.table))
+    c = result.plan_counts
+    print(f"\n{c['ok']} ok, {c['failed']} failed of {c['tasks']} tasks; results in {output}")
+    print(f"Open the dashboard:  splitsweep dashboard {args.output}")
+    print(f"Full report as CSV:  splitsweep report {args.output} --csv report.csv")
+    return 0 if c["remaining"] == 0 and not result.stats.interrupted else 1

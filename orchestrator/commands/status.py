@@ -1,0 +1,26 @@
+"""`splitsweep status RESULTS`: done / failed / remaining per model, split and codec."""
+
+from __future__ import annotations
+
+NAME = "status"
+HELP = "Show done / failed / remaining tasks of a results location, per model, split and codec."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("results", help="results directory or URI")
+    parser.add_argument("--errors", type=int, default=5, help="show this many distinct error messages")
+
+
+def run(args) -> int:
+    from orchestrator.status import sweep_status
+    from orchestrator.table import format_table
+
+    status = sweep_status(args.results)
+    cols = ["model", "variant", "split", "codec", "tasks", "ok", "failed", "remaining"]
+    print(format_table(status.rows, cols))
+    t = status.totals
+    print(f"\n{t['ok']} ok, {t['failed']} failed, {t['remaining']} remaining of {t['tasks']} tasks"
+          + (f"; last row {status.last_finished}" if status.last_finished else ""))
+    for message, count in status.errors[: args.errors]:
+        print(f"  {count}× {message}")
+    return 0

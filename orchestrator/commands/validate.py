@@ -1,0 +1,26 @@
+"""`splitsweep validate SPEC`: check a spec, its models, split points, codecs and dataset; no Ray."""
+
+from __future__ import annotations
+
+NAME = "validate"
+HELP = "Check a sweep spec (keys, models, split points, codecs, dataset) without running anything."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("spec", help="sweep spec (YAML)")
+
+
+def run(args) -> int:
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(args.spec)
+    plan = build_plan(spec)
+    counts = plan.counts()
+    print(
+        f"{args.spec}: ok — {len(plan.models)} model(s), "
+        f"{sum(len(m.variants) for m in plan.models)} variant(s), "
+        f"{sum(len(m.splits) for m in plan.models)} split point(s), {len(plan.settings)} codec setting(s), "
+        f"{len(plan.records)} image(s): {counts['tasks']} tasks in {counts['units']} work units"
+    )
+    return 0

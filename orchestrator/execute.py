@@ -1,0 +1,223 @@
+"""Runs work units on Ray: a pool of long-lived worker actors, bounded in-flight work,
+replacement of lost workers, and rows handed to the store as they arrive."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import ResultsError
+
+from .progress import Progress
+from .store import PartWriter
+from .worker import ModelPayload, SweepWorker, UnitPayload, failed_rows
+
+__all__ = ["RayOptions", "connect", "ExecutionStats", "run_units", "cluster_cpus"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray on this machine
+    num_cpus: int | None = None  # local Ray only
+
+
+def connect(options: RayOptions) -> bool:
+    """Start or join Ray; True when this call started a local instance (to shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True, include_dashboard=False)
+    if address is None:
+        # Local Ray: workers are started from this interpreter's environment; make sure
+        # they import this checkout's packages even when it is not pip-installed.
+        root = str(Path(__file__).resolve().parent.parent)
+        path = os.environ.get("PYTHONPATH", "")
+        if root not in path.split(os.pathsep):
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, path) if p)
+        ray.init(num_cpus=options.num_cpus, **kwargs)
+        return True
+    ray.init(address=address, **kwargs)
+    return False
+
+
+def cluster_cpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("CPU", 0))
+
+
+@dataclass
+class ExecutionStats:
+    units: int = 0
+    rows_ok: int = 0
+    rows_failed: int = 0
+    lost_workers: int = 0
+    retried_units: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    workers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Slot:
+    handle: Any
+    inflight: int = 0
+    last_head: tuple | None = None
+    alive: bool = True
+
+
+def run_units(
+    units: Sequence,  # plan.WorkUnit
+    *,
+    payloads: Mapping[str, ModelPayload],
+    unit_payload: Callable[[Any], UnitPayload],
+    image_bytes: Callable[[int], bytes],
+    writer: PartWriter,
+    progress: Progress,
+    workers: int,
+    threads: int = 1,
+    max_in_flight: int | None = None,
+    retries: int = 2,
+    on_rows: Callable[[list[dict]], None] | None = None,
+) -> ExecutionStats:
+    """Run every unit once; rows reach `writer` as units finish.
+
+    A unit whose worker dies (process crash, node lost) goes back to the queue and runs
+    again elsewhere, up to `retries` times; its rows are written only from the one call
+    that returned, so nothing is stored twice. After that it is stored as failed.
+    """
+    import ray
+    from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+
+    actor_cls = ray.remote(SweepWorker)
+    options = dict(num_cpus=threads, max_restarts=0, max_concurrency=1)
+    per_worker = 2  # one computing, one queued behind it: hides dispatch latency
+    max_in_flight = max_in_flight or per_worker * workers
+    stats = ExecutionStats(units=len(units))
+    start = time.monotonic()
+
+    def new_slot() -> _Slot:
+        return _Slot(actor_cls.options(**options).remote(threads=threads))
+
+    slots = [new_slot() for _ in range(workers)]
+    queue: deque = deque(units)
+    attempts: dict[int, int] = {}
+    inflight: dict[Any, tuple[Any, _Slot]] = {}
+    image_refs: dict[int, Any] = {}
+    image_users: dict[int, int] = {}
+    for u in units:
+        image_users[u.image_id] = image_users.get(u.image_id, 0) + 1
+    payload_refs: dict[str, ModelPayload] = {}
+
+    def model_payload(key: str) -> ModelPayload:
+        if key not in payload_refs:
+            p = payloads[key]
+            source = p.source
+            if isinstance(source, (bytes, bytearray)):
+                source = [ray.put(bytes(source))]  # wrapped: fetched once per worker, by the worker
+            payload_refs[key] = ModelPayload(**{**p.__dict__, "source": source})
+        return payload_refs[key]
+
+    def image_ref(image_id: int):
+        if image_id not in image_refs:
+            image_refs[image_id] = ray.put(image_bytes(image_id))
+        return image_refs[image_id]
+
+    def release_image(image_id: int) -> None:
+        image_users[image_id] -= 1
+        if image_users[image_id] <= 0:
+            image_refs.pop(image_id, None)
+
+    def pick(unit) -> _Slot | None:
+        live = [s for s in slots if s.alive and s.inflight < per_worker]
+        if not live:
+            return None
+        same = [s for s in live if s.last_head == unit.head_key]
+        return same[0] if same else min(live, key=lambda s: s.inflight)
+
+    def store(rows: list[dict]) -> None:
+        ok = sum(r["status"] == "ok" for r in rows)
+        stats.rows_ok += ok
+        stats.rows_failed += len(rows) - ok
+        writer.add(rows)
+        if on_rows:
+            on_rows(rows)
+        progress.update(ok=ok, failed=len(rows) - ok)
+
+    try:
+        while queue or inflight:
+            while queue and len(inflight) < max_in_flight:
+                slot = pick(queue[0])
+                if slot is None:
+                    break
+                unit = queue.popleft()
+                up = unit_payload(unit)
+                ref = slot.handle.run.remote(model_payload(up.model_key), image_ref(unit.image_id), up)
+                slot.inflight += 1
+                slot.last_head = unit.head_key
+                inflight[ref] = (unit, slot)
+            if not inflight:
+                if not any(s.alive for s in slots):
+                    raise ResultsError("every worker was lost and none can be started: is the Ray cluster up?")
+                time.sleep(0.2)
+                continue
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                unit, slot = inflight.pop(ref)
+                slot.inflight -= 1
+                try:
+                    rows = ray.get(ref)
+                except (RayActorError, ActorUnavailableError) as exc:
+                    if slot.alive:
+                        slot.alive = False
+                        stats.lost_workers += 1
+                        progress.lost_workers += 1
+                        _replace(slots, slot, new_slot, threads)
+                    n = attempts.get(id(unit), 0) + 1
+                    attempts[id(unit)] = n
+                    if n <= retries:
+                        stats.retried_units += 1
+                        queue.appendleft(unit)
+                        continue
+                    up = unit_payload(unit)
+                    rows = failed_rows(up, payloads[up.model_key], f"worker lost {n} times: {type(exc).__name__}")
+                except RayTaskError as exc:  # the worker's own code raised outside a task: a bug
+                    up = unit_payload(unit)
+                    rows = failed_rows(up, payloads[up.model_key], f"{type(exc.cause).__name__}: {exc.cause}")
+                release_image(unit.image_id)
+                store(rows)
+            if writer.due():
+                writer.flush()
+            progress.render()
+        stats.workers = sorted({n for n in ray.get([s.handle.ping.remote() for s in slots if s.alive])})
+    except KeyboardInterrupt:
+        stats.interrupted = True
+        raise
+    finally:
+        writer.close()
+        for slot in slots:
+            try:
+                ray.kill(slot.handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+        stats.seconds = time.monotonic() - start
+    return stats
+
+
+def _replace(slots: list[_Slot], dead: _Slot, new_slot: Callable[[], _Slot], threads: int) -> None:
+    """Start a replacement where the cluster still has room; a smaller pool otherwise."""
+    import ray
+
+    free = ray.available_resources().get("CPU", 0.0)
+    if free >= threads:
+        slots.append(new_slot())

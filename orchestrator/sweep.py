@@ -1,0 +1,229 @@
+"""One sweep run: plan, store set-up, model variants, optional image selection, execution."""
+
+from __future__ import annotations
+
+import io
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import pyarrow.parquet as pq
+
+from tasks.errors import SpecError
+from tasks.work import NO_SPLIT
+
+from .execute import ExecutionStats, RayOptions, cluster_cpus, connect, run_units
+from .plan import Plan, WorkUnit, build_plan
+from .progress import Progress
+from .schema import GROUND_TRUTH_FILE
+from .spec import Spec
+from .store import ResultsStore
+from .variants import VariantBuild, build_variants
+from .worker import ModelPayload, UnitPayload, UnitTask
+
+__all__ = ["SweepOptions", "SweepResult", "run_sweep", "evaluation_mode"]
+
+PLAN_FILE = "plan.parquet"
+SELECTION_FILE = "selection.json"
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    address: str | None = None
+    workers: int | None = None
+    retry_failed: bool = False
+    num_cpus: int | None = None  # local Ray only (tests start a smaller one)
+    stream: TextIO | None = None
+
+
+@dataclass
+class SweepResult:
+    location: str
+    plan_counts: dict[str, int]
+    skipped: int
+    stats: ExecutionStats
+    variants: dict[str, VariantBuild] = field(default_factory=dict)
+
+
+def evaluation_mode(spec: Spec, plan: Plan) -> str:
+    if spec.evaluation.mode:
+        return spec.evaluation.mode
+    return "ground-truth" if plan.dataset.ground_truth() is not None else "reference"
+
+
+def _install_sigterm() -> Any:
+    # SIGTERM ends the sweep like Ctrl-C: buffered rows are flushed, workers stopped.
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult:
+    out = options.stream or sys.stderr
+    plan = build_plan(spec)
+    mode = evaluation_mode(spec, plan)
+    gt = plan.dataset.ground_truth()
+    if mode == "ground-truth" and gt is None:
+        raise SpecError(
+            "ground-truth evaluation needs a dataset with annotations",
+            file=spec.file, key="evaluation.mode", allowed=["reference"],
+        )
+    store = ResultsStore(spec.output_location)
+    store.open_for_sweep(
+        sweep=spec.sweep,
+        extra_meta={"evaluation": mode, "reference_score_threshold": spec.evaluation.score_threshold},
+    )
+    run = store.next_run()
+    store.save_spec(spec.text or "", run=run)
+    if mode == "ground-truth":
+        store.write_json(GROUND_TRUTH_FILE, gt)
+
+    previous = _install_sigterm()
+    started = connect(RayOptions(address=options.address or spec.execution.address, num_cpus=options.num_cpus))
+    try:
+        workers = options.workers or spec.execution.workers
+        if workers == "auto":
+            workers = max(1, cluster_cpus() // spec.execution.threads)
+        variants = build_variants(plan, store, out=out)
+        payloads = _payloads(plan, variants)
+
+        if spec.evaluation.select is not None:
+            plan = _select_images(spec, plan, store, payloads, variants, workers=workers, run=run, options=options, out=out)
+        buf = io.BytesIO()
+        pq.write_table(plan.to_table(), buf)
+        store.write_bytes(PLAN_FILE, buf.getvalue())
+
+        stats = _execute(plan, store, payloads, variants, workers=workers, run=run, options=options, out=out)
+        status = store.task_status()
+        return SweepResult(store.location, plan.counts(status), stats.skipped, stats, variants)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+@dataclass
+class _RunStats(ExecutionStats):
+    skipped: int = 0
+
+
+def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, run, options: SweepOptions, out) -> _RunStats:
+    spec = plan.spec
+    done = store.done_ids(retry_failed=options.retry_failed)
+    writer = store.writer(run=run, flush_seconds=spec.execution.flush_seconds)
+    # Tasks of a variant that could not be built are stored as failed, with its reason.
+    failed_variant_rows = []
+    for key, build in variants.items():
+        if build.error:
+            for unit in plan.units(skip=done, chunk_tasks=10**9):
+                if _payload_key(unit.model, unit.variant) == key:
+                    from .worker import failed_rows
+
+                    failed_variant_rows += failed_rows(_unit_payload(plan, unit), payloads[key], build.error)
+    if failed_variant_rows:
+        writer.add(failed_variant_rows)
+        done = done | {r["task_id"] for r in failed_variant_rows}
+    units = plan.units(skip=done, chunk_tasks=spec.execution.chunk_tasks)
+    remaining = sum(len(u.tasks) for u in units)
+    skipped = len(plan.tasks) - remaining
+    if skipped:
+        out.write(f"resume: {skipped} of {len(plan.tasks)} tasks already stored, {remaining} to run\n")
+    progress = Progress(remaining, stream=out)
+    records = {r.image_id: r for r in plan.records}
+    try:
+        stats = run_units(
+            units,
+            payloads=payloads,
+            unit_payload=lambda u: _unit_payload(plan, u),
+            image_bytes=lambda image_id: plan.dataset.image_bytes(records[image_id]),
+            writer=writer,
+            progress=progress,
+            workers=workers,
+            threads=spec.execution.threads,
+            max_in_flight=spec.execution.max_in_flight,
+            retries=spec.execution.retries,
+        )
+    finally:
+        progress.close()
+    result = _RunStats(**stats.__dict__)
+    result.skipped = skipped
+    return result
+
+
+def _payload_key(model: str, variant: str) -> str:
+    return f"{model}/{variant}"
+
+
+def _unit_payload(plan: Plan, unit: WorkUnit) -> UnitPayload:
+    record = next(r for r in plan.records if r.image_id == unit.image_id)
+    return UnitPayload(
+        sweep=plan.spec.sweep,
+        model_key=_payload_key(unit.model, unit.variant),
+        image_id=unit.image_id,
+        image_name=plan.dataset.source(record),
+        tasks=tuple(UnitTask(t.task_id, t.split, t.setting) for t in unit.tasks),
+    )
+
+
+def _payloads(plan: Plan, variants: Mapping[str, VariantBuild]) -> dict[str, ModelPayload]:
+    out = {}
+    for m in plan.models:
+        for v in m.variants:
+            key = _payload_key(m.name, v.label)
+            build = variants[key]
+            out[key] = ModelPayload(
+                key=key,
+                model=m.name,
+                variant=v.label,
+                source=build.model_bytes or b"",
+                adapter=m.spec.adapter_type,
+                adapter_settings=m.spec.adapter_settings,
+                splits=m.splits,
+                split_map=build.split_map,
+                input_shapes={k: tuple(s) for k, s in (m.spec.input_shapes or {}).items()} or None,
+            )
+    return out
+
+
+def _select_images(spec: Spec, plan: Plan, store: ResultsStore, payloads, variants, *, workers, run, options, out) -> Plan:
+    """The seed study's selection: run the unsplit model on the candidates, keep the first
+    N images whose AP reaches the threshold. Stored, so a resumed sweep keeps the same images."""
+    from tasks.metrics import per_image_ap, select_images
+    from tasks.rows import Detections
+
+    select = spec.evaluation.select
+    wanted = {"min_ap": select.min_ap, "first": select.first, "model": select.model}
+    saved = store.read_json(SELECTION_FILE)
+    if saved and saved.get("select") == wanted:
+        return plan.with_images(saved["image_ids"])
+    model = select.model or plan.models[0].name
+    if model not in {m.name for m in plan.models}:
+        raise SpecError(f"unknown model {model!r}", file=spec.file, key="evaluation.select.model",
+                        allowed=[m.name for m in plan.models])
+    base = plan.baseline_only()
+    base.tasks = [t for t in base.tasks if t.model == model and t.variant == plan.model(model).variants[0].label]
+    out.write(f"selection: running the unsplit {model} on {len(base.records)} candidate images\n")
+    _execute(base, store, payloads, variants, workers=workers, run=run, options=options, out=out)
+    rows = store.read_rows(["task_id", "image_id", "detections", "status", "finished_at"])
+    ids = {t.task_id for t in base.tasks}
+    dets = {}
+    for tid, image_id, d, status in zip(rows["task_id"].to_pylist(), rows["image_id"].to_pylist(),
+                                         rows["detections"].to_pylist(), rows["status"].to_pylist()):
+        if tid in ids and status == "ok":
+            dets[image_id] = Detections.from_records(d)
+    gt = plan.dataset.ground_truth()
+    order = [r.image_id for r in plan.records]
+    aps = {i: per_image_ap(gt, dets[i], i) for i in order if i in dets}
+    chosen = select_images(aps, min_ap=select.min_ap, first=select.first, order=order)
+    store.write_json(SELECTION_FILE, {"select": wanted, "image_ids": chosen, "candidates": len(order)})
+    out.write(f"selection: kept {len(chosen)} of {len(order)} images (AP ≥ {select.min_ap})\n")
+    return plan.with_images(chosen)

@@ -1,0 +1,156 @@
+"""The long-lived sweep worker: keeps sessions loaded and turns work units into rows.
+
+A plain class, so it runs and is tested without Ray; orchestrator.execute wraps it as a
+Ray actor. Models arrive as bytes (through Ray's object store on a cluster), never as a
+path on the driver's disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tasks import detectors
+from tasks.images import decode_image
+from tasks.runtime import SplitRunner
+from tasks.rows import CodecSetting
+from tasks.work import NO_SPLIT, HeadOutput, TaskOutcome, describe_error, run_head, run_tasks
+
+__all__ = ["ModelPayload", "UnitPayload", "SweepWorker", "failed_rows"]
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """What a worker needs to run one (model, variant): bytes (or a wrapped object ref)."""
+
+    key: str
+    model: str
+    variant: str
+    source: Any  # bytes, or [ObjectRef] (wrapped so Ray does not fetch it on every call)
+    adapter: str
+    adapter_settings: Mapping[str, Any]
+    splits: tuple[int, ...]  # split points as the sweep names them (fp32 node indices)
+    split_map: Mapping[int, int] | None = None  # sweep split → this variant's node index
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None
+
+
+@dataclass(frozen=True)
+class UnitTask:
+    task_id: str
+    split: int
+    setting: CodecSetting
+
+
+@dataclass(frozen=True)
+class UnitPayload:
+    sweep: str
+    model_key: str
+    image_id: int
+    image_name: str
+    tasks: tuple[UnitTask, ...]
+
+
+class SweepWorker:
+    """Caches runners per (model, variant) and the last image's head outputs."""
+
+    def __init__(self, *, threads: int = 1, fetch: Callable[[Any], bytes] | None = None) -> None:
+        self.threads = threads
+        self._fetch = fetch or _fetch_ref
+        self._models: dict[str, tuple[SplitRunner, Any, ModelPayload]] = {}
+        self._head: tuple[tuple[str, int], HeadOutput, int, int] | None = None
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def ping(self) -> str:
+        return self.name
+
+    def _load(self, payload: ModelPayload):
+        if payload.key not in self._models:
+            data = payload.source if isinstance(payload.source, (bytes, bytearray)) else self._fetch(payload.source)
+            split_map = dict(payload.split_map or {})
+            splits = tuple(split_map.get(s, s) for s in payload.splits)
+            runner = SplitRunner(bytes(data), splits, threads=self.threads, input_shapes=payload.input_shapes)
+            adapter = detectors.adapter(payload.adapter, dict(payload.adapter_settings))
+            self._models[payload.key] = (runner, adapter, payload)
+        return self._models[payload.key]
+
+    def run(self, payload: ModelPayload, image: bytes, unit: UnitPayload) -> list[dict]:
+        """Rows for every task of the unit; a failure anywhere becomes failed rows, never lost."""
+        try:
+            runner, adapter, payload = self._load(payload)
+            key = (payload.key, unit.image_id)
+            if self._head is not None and self._head[0] == key:
+                _, head, width, height = self._head
+            else:
+                self._head = None  # free the previous image's tensors before the next run
+                rgb = decode_image(image, name=unit.image_name)
+                height, width = rgb.shape[:2]
+                head = run_head(runner, adapter, rgb)
+                self._head = (key, head, width, height)
+            split_map = payload.split_map or {}
+            tasks = [(t.split if t.split == NO_SPLIT else split_map.get(t.split, t.split), t.setting) for t in unit.tasks]
+            outcomes = run_tasks(runner, adapter, head, tasks)
+        except Exception as exc:  # noqa: BLE001 - the unit's rows carry the error
+            return failed_rows(unit, payload, describe_error(exc), worker=self.name)
+        now = dt.datetime.now(dt.timezone.utc)
+        return [
+            _row(unit, payload, task, outcome, width=width, height=height, worker=self.name, now=now)
+            for task, outcome in zip(unit.tasks, outcomes)
+        ]
+
+
+def _fetch_ref(source: Sequence[Any]) -> bytes:
+    import ray
+
+    return ray.get(source[0])
+
+
+def _base(unit: UnitPayload, payload: ModelPayload, task: UnitTask) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "sweep": unit.sweep,
+        "model": payload.model,
+        "variant": payload.variant,
+        "split": task.split,
+        "codec": task.setting.codec,
+        "codec_params": task.setting.canonical,
+        "qp": task.setting.qp,
+        "image_id": unit.image_id,
+    }
+
+
+def _row(unit, payload, task: UnitTask, outcome: TaskOutcome, *, width, height, worker, now) -> dict[str, Any]:
+    row = _base(unit, payload, task)
+    row.update(image_width=width, image_height=height, worker=worker, finished_at=now)
+    if not outcome.ok:
+        row.update(status="failed", error=outcome.error, detections=[])
+        return row
+    r = outcome.result
+    row.update(
+        raw_bytes=r.raw_bytes,
+        coded_bytes=r.coded_bytes,
+        side_bytes=r.side_bytes,
+        feature_mse=r.feature_mse,
+        feature_psnr=r.feature_psnr,
+        head_s=r.head_s,
+        encode_s=r.encode_s,
+        decode_s=r.decode_s,
+        tail_s=r.tail_s,
+        detections=outcome.detections.to_records(),
+        status="ok",
+        error=None,
+    )
+    return row
+
+
+def failed_rows(unit: UnitPayload, payload: ModelPayload, error: str, *, worker: str | None = None) -> list[dict]:
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = []
+    for task in unit.tasks:
+        row = _base(unit, payload, task)
+        row.update(status="failed", error=error, detections=[], worker=worker, finished_at=now)
+        rows.append(row)
+    return rows

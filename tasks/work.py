@@ -1,0 +1,162 @@
+"""One unit of work: an image through the head once, then every (split, codec setting) → results."""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .codecs import Codec, build
+from .errors import SplitsweepError
+from .rows import CodecSetting, Detections, TaskResult
+
+__all__ = ["HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "NO_SPLIT"]
+
+NO_SPLIT = -1  # the unsplit, uncompressed model: the baseline of every (model, variant)
+
+
+@dataclass(frozen=True)
+class HeadOutput:
+    """The shared part of a unit: preprocessed input, one full run exposing every cut tensor."""
+
+    feeds: Mapping[str, np.ndarray]
+    meta: Any
+    outputs: Mapping[str, np.ndarray]
+    cut_tensors: Mapping[str, np.ndarray]
+    seconds: float
+    detections: Detections
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What became of one (split, codec setting): a result and detections, or an error."""
+
+    split: int
+    setting: CodecSetting
+    result: TaskResult | None
+    detections: Detections | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run_head(runner, adapter, rgb: np.ndarray) -> HeadOutput:
+    """Preprocess and run the whole network once with every requested cut tensor exposed."""
+    prepared = adapter.preprocess(rgb)
+    head = runner.run_head(prepared.feeds)
+    detections = adapter.postprocess(head.outputs, prepared.meta)
+    return HeadOutput(prepared.feeds, prepared.meta, head.outputs, head.tensors, head.seconds, detections)
+
+
+def run_tasks(
+    runner,
+    adapter,
+    head: HeadOutput,
+    tasks: Sequence[tuple[int, CodecSetting]],
+    *,
+    codecs: Mapping[CodecSetting, Codec] | None = None,
+) -> list[TaskOutcome]:
+    """Code, decode and finish inference for each (split, setting); one outcome per task.
+
+    A task that raises becomes a failed outcome carrying the error's type and message
+    (with the last traceback frame for non-user errors, so a bug is visible, not hidden)
+    and the other tasks go on.
+    """
+    codecs = dict(codecs or {})
+    outcomes = []
+    for split, setting in tasks:
+        try:
+            codec = codecs.get(setting) or codecs.setdefault(setting, build(setting))
+            result, detections = _one_task(runner, adapter, head, split, setting, codec)
+            outcomes.append(TaskOutcome(split, setting, result, detections, None))
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed row, see docstring
+            outcomes.append(TaskOutcome(split, setting, None, None, describe_error(exc)))
+    return outcomes
+
+
+def run_unit(runner, adapter, rgb: np.ndarray, tasks: Sequence[tuple[int, CodecSetting]], **kwargs) -> list[TaskOutcome]:
+    return run_tasks(runner, adapter, run_head(runner, adapter, rgb), tasks, **kwargs)
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, SplitsweepError):
+        return f"{type(exc).__name__}: {exc}"
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetting, codec: Codec):
+    if split == NO_SPLIT:
+        if setting.codec != "none":
+            raise ValueError("the unsplit model (split -1) is only run with codec 'none'")
+        result = TaskResult(
+            split=split, setting=setting, raw_bytes=0, coded_bytes=0, side_bytes=0,
+            feature_mse=0.0, feature_psnr=math.inf, head_s=head.seconds,
+            encode_s=0.0, decode_s=0.0, tail_s=0.0, outputs=head.outputs,
+        )
+        return result, head.detections
+
+    cut = runner.cut(split)
+    tensors = {name: head.cut_tensors[name] for name in cut.tensors}
+    side = runner.side_feeds(split, head.feeds)
+    t0 = time.perf_counter()
+    data = codec.encode(tensors)
+    t1 = time.perf_counter()
+    decoded = codec.decode(data)
+    t2 = time.perf_counter()
+    mse, psnr = distortion(tensors, decoded)
+    if setting.codec == "none":
+        # Lossless by construction: the full model's outputs are the tail's outputs.
+        outputs, tail_s, detections = head.outputs, 0.0, head.detections
+    else:
+        tail = runner.run_tail(split, decoded, head.feeds)
+        outputs, tail_s = tail.outputs, tail.seconds
+        detections = adapter.postprocess(outputs, head.meta)
+    result = TaskResult(
+        split=split,
+        setting=setting,
+        raw_bytes=int(sum(a.nbytes for a in tensors.values())),
+        coded_bytes=len(data),
+        side_bytes=int(sum(a.nbytes for a in side.values())),
+        feature_mse=mse,
+        feature_psnr=psnr,
+        head_s=head.seconds,
+        encode_s=t1 - t0,
+        decode_s=t2 - t1,
+        tail_s=tail_s,
+        outputs=outputs,
+    )
+    return result, detections
+
+
+def distortion(original: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """MSE over every float element of the cut, and PSNR against the cut's value range.
+
+    PSNR's peak is (max − min) of the original float tensors, because activations have no
+    fixed range the way 8-bit pixels do; a lossless round trip gives (0, inf).
+    """
+    sq, count, lo, hi = 0.0, 0, math.inf, -math.inf
+    for name, ref in original.items():
+        if not np.issubdtype(ref.dtype, np.floating):
+            continue
+        ref64 = ref.astype(np.float64)
+        diff = ref64 - np.asarray(decoded[name], dtype=np.float64)
+        sq += float(np.sum(diff * diff))
+        count += ref.size
+        if ref.size:
+            lo, hi = min(lo, float(ref64.min())), max(hi, float(ref64.max()))
+    if count == 0:
+        return 0.0, math.inf
+    mse = sq / count
+    if mse == 0.0:
+        return 0.0, math.inf
+    peak = hi - lo if hi > lo else 1.0
+    return mse, 10.0 * math.log10(peak * peak / mse)
