@@ -7,14 +7,17 @@ BD-metric; the two interpolants are integrated over the interval both curves cov
 and the mean gap is reported (for BD-rate as the percentage ``exp(gap) − 1``).
 
 Non-monotonic curves (AP that does not rise with every rate step: measurement noise,
-or saturation near lossless) are treated as those spreadsheets and the ``bjontegaard``
-package treat them: the points are sorted by the interpolation's own abscissa and
-interpolated as they are, so a noisy point is kept, not smoothed away. Where two
-points share an abscissa (two QPs with the same AP) the one with the lower rate is
-kept for BD-rate, the higher metric for BD-metric: the better of the two operating
-points, which is what either one's user would pick. ``monotonic="envelope"`` instead
-drops every point that a cheaper point matches or beats before interpolating (the
-curve's own Pareto front). ``bd_table`` reports whether each curve was monotonic.
+or saturation near lossless) need a rule, and tools differ: the ``bjontegaard``
+package (FAU, the Python port of the CTC spreadsheets) refuses them (PCHIP needs a
+strictly increasing abscissa). Our choice, so that a noisy sweep still gets a number:
+the points are sorted by the interpolation's own abscissa (AP for BD-rate, log-rate for
+BD-metric) and interpolated as they are, so a noisy point is kept, not smoothed away;
+on monotonic curves this is exactly the standard computation. Where two points share an
+abscissa (two QPs with the same AP) the one with the lower rate is kept for BD-rate and
+the higher metric for BD-metric: the better of the two operating points.
+``monotonic="envelope"`` instead first drops every point that a cheaper point matches or
+beats (the curve's own Pareto front). ``bd_table`` reports whether each pair of curves
+was monotonic, so a reader can tell when the rule mattered.
 """
 
 from __future__ import annotations

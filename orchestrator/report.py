@@ -54,14 +54,7 @@ from orchestrator.schema import CONFIG_KEY, SCHEMA_VERSION
 from tasks.errors import ResultsError
 from tasks.rows import Detections
 
-__all__ = [
-    "REPORT_FILE",
-    "REPORT_COLUMNS",
-    "ReportResult",
-    "ReportWarning",
-    "build_report",
-    "load_report",
-]
+__all__ = ["REPORT_FILE", "REPORT_COLUMNS", "ReportResult", "ReportWarning", "build_report", "load_report"]
 
 REPORT_FILE = "configs.parquet"
 # Bump when scoring changes meaning: stored scores of an older format are recomputed.
@@ -72,51 +65,19 @@ BASELINE_CODEC = "none"
 
 METRIC_COLUMNS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100")
 REPORT_COLUMNS = (
-    *CONFIG_KEY,
-    "setting",
-    "qp",
-    "n_images",
-    "n_failed",
-    *METRIC_COLUMNS,
-    "n_scored",
-    "raw_bytes",
-    "coded_bytes",
-    "side_bytes",
-    "bpp",
-    "ratio",
-    "saving",
-    "feature_psnr",
-    "head_s",
-    "encode_s",
-    "decode_s",
-    "tail_s",
-    "ap_uncompressed",
-    "delta_ap",
-    "n_common",
-    "score_key",
-    "delta_key",
-)
+    *CONFIG_KEY, "setting", "qp", "n_images", "n_failed", *METRIC_COLUMNS, "n_scored",
+    "raw_bytes", "coded_bytes", "side_bytes", "bpp", "ratio", "saving",
+    "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
+    "ap_uncompressed", "delta_ap", "n_common", "score_key", "delta_key",
+)  # fmt: skip
 # Columns that only scoring computes: carried over from the stored report when still valid.
 _SCORED_COLUMNS = (*METRIC_COLUMNS, "n_scored", "ap_uncompressed", "delta_ap", "n_common")
-_LIGHT_COLUMNS = (
-    "task_id",
-    *CONFIG_KEY,
-    "qp",
-    "image_id",
-    "raw_bytes",
-    "coded_bytes",
-    "side_bytes",
-    "feature_psnr",
-    "head_s",
-    "encode_s",
-    "decode_s",
-    "tail_s",
-    "image_width",
-    "image_height",
-    "status",
-    "finished_at",
-)
 _MEAN_COLUMNS = ("raw_bytes", "coded_bytes", "side_bytes", "bpp", "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s")
+# Everything but the detections: enough for every column except AP, and for the fingerprints.
+_LIGHT_COLUMNS = (
+    "task_id", *CONFIG_KEY, "qp", "image_id", "raw_bytes", "coded_bytes", "side_bytes", "feature_psnr",
+    "head_s", "encode_s", "decode_s", "tail_s", "image_width", "image_height", "status", "finished_at",
+)  # fmt: skip
 
 
 class ReportWarning(UserWarning):

@@ -268,6 +268,9 @@ def write_store(
         (root / GROUND_TRUTH_FILE).write_text(json.dumps(gt))
     (root / META_FILE).write_text(json.dumps(meta))
     (root / SPEC_FILE).write_text("sweep: synthetic\n")
+    (root / ROWS_DIR).mkdir(exist_ok=True)
+    if not configs:
+        return SynthStore(root, gt, image_ids)
     table = pa.concat_tables([config_rows(c, image_ids, boxes_per_image=boxes_per_image) for c in configs])
     for seq, start in enumerate(range(0, table.num_rows, rows_per_part)):
         write_part(root, table.slice(start, rows_per_part), f"part-{run}-{seq:05d}.parquet")
