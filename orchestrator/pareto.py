@@ -25,7 +25,9 @@ def pareto_mask(
         raise ValueError("a Pareto front needs at least one objective")
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ResultsError(f"no column {missing[0]!r} to build a Pareto front on", key=missing[0], allowed=list(df.columns))
+        raise ResultsError(
+            f"no column {missing[0]!r} to build a Pareto front on", key=missing[0], allowed=list(df.columns)
+        )
     # Everything as "smaller is better".
     values = np.column_stack(
         [df[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in minimize]

@@ -33,9 +33,11 @@ import contextlib
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +74,9 @@ REPORT_COLUMNS = (
 )  # fmt: skip
 # Columns that only scoring computes: carried over from the stored report when still valid.
 _SCORED_COLUMNS = (*METRIC_COLUMNS, "n_scored", "ap_uncompressed", "delta_ap", "n_common")
-_MEAN_COLUMNS = ("raw_bytes", "coded_bytes", "side_bytes", "bpp", "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s")
+_MEAN_COLUMNS = (
+    "raw_bytes", "coded_bytes", "side_bytes", "bpp", "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
+)  # fmt: skip
 # Everything but the detections: enough for every column except AP, and for the fingerprints.
 _LIGHT_COLUMNS = (
     "task_id", *CONFIG_KEY, "qp", "image_id", "raw_bytes", "coded_bytes", "side_bytes", "feature_psnr",
@@ -315,13 +319,18 @@ def _baseline_ids(configs: pd.DataFrame) -> dict[tuple[str, str], int]:
     return out
 
 
-def build_report(results_dir: str | os.PathLike[str], *, force: bool = False, save: bool = True) -> ReportResult:
+def build_report(
+    results_dir: str | os.PathLike[str], *, force: bool = False, save: bool = True, workers: int = 1
+) -> ReportResult:
     """Build (or bring up to date) the per-configuration table of a results directory.
 
     Only configurations whose rows or ground truth changed since the stored report are
-    re-scored (all of them with ``force``). With ``save`` the table is written to
-    ``RESULTS/report/configs.parquet`` atomically.
+    re-scored (all of them with ``force``); ``workers`` > 1 scores them in that many
+    processes (pycocotools is single-threaded Python and dominates a cold build). With
+    ``save`` the table is written to ``RESULTS/report/configs.parquet`` atomically.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     store = open_results(results_dir)
     light = store.read_rows(_LIGHT_COLUMNS)
     if light.num_rows == 0:
@@ -336,8 +345,7 @@ def build_report(results_dir: str | os.PathLike[str], *, force: bool = False, sa
     report_path = store.report_dir / REPORT_FILE
     ap_ids, delta_ids = job.carry_over(_load_previous(report_path, force=force))
     job.read(ap_ids, delta_ids)
-    for c in ap_ids:
-        job.score(c)
+    job.score(ap_ids, workers=workers)
     for c in delta_ids:
         job.compare(c)
 
@@ -469,23 +477,39 @@ class _Rescore:
         ids = self._images(c)
         return ids[np.isin(ids, self.gt_images[model])]
 
-    def score(self, c: int) -> None:
-        """COCO AP of configuration ``c`` on every image it finished (and the GT holds)."""
+    def score(self, ap_ids: Sequence[int], *, workers: int) -> None:
+        """COCO AP of each configuration on every image it finished (and the GT holds);
+        with ``workers`` > 1 configurations are scored in that many processes."""
         configs = self.configs
-        model = configs.at[c, "model"]
-        ids = self._scored_images(c)
-        gt = self.gt_by_model.get(model)
-        missing = len(self._images(c)) - len(ids)
-        if gt is not None and missing:
-            warnings.warn(
-                f"{_label(configs, c)}: {missing} finished images are not in the ground truth; scored without them",
-                ReportWarning,
-                stacklevel=3,
-            )
-        metrics = None if gt is None else _score(gt, self.dets.get(c, {}), ids)
-        for column in METRIC_COLUMNS:
-            configs.at[c, column] = np.nan if metrics is None else 100.0 * getattr(metrics, column)
-        configs.at[c, "n_scored"] = len(ids)
+        jobs: list[tuple[int, Mapping[str, Any], Mapping[int, Detections], np.ndarray]] = []
+        for c in ap_ids:
+            gt = self.gt_by_model.get(configs.at[c, "model"])
+            ids = self._scored_images(c)
+            configs.at[c, "n_scored"] = len(ids)
+            missing = len(self._images(c)) - len(ids)
+            if gt is None:
+                configs.loc[c, list(METRIC_COLUMNS)] = np.nan
+                continue
+            if missing:
+                warnings.warn(
+                    f"{_label(configs, c)}: {missing} finished images are not in the ground truth; scored without them",
+                    ReportWarning,
+                    stacklevel=3,
+                )
+            jobs.append((c, gt, self.dets.get(c, {}), ids))
+        if workers > 1 and len(jobs) > 1:
+            # fork, not spawn: spawn re-runs the caller's main module (a script or
+            # `python -m orchestrator` without a main guard). The children only run
+            # pycocotools and numpy, never Arrow, whose thread pools fork does not copy.
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            context = multiprocessing.get_context(method)
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+                results = list(pool.map(_score, *zip(*(job[1:] for job in jobs))))
+        else:
+            results = [_score(gt, dets, ids) for _, gt, dets, ids in jobs]
+        for (c, *_), metrics in zip(jobs, results):
+            for column in METRIC_COLUMNS:
+                configs.at[c, column] = 100.0 * getattr(metrics, column)
 
     def compare(self, c: int) -> None:
         """AP of ``c`` against its unsplit, uncoded baseline on the images both finished."""

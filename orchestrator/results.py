@@ -148,7 +148,8 @@ class ResultsStore:
         written = (meta.metadata or {}).get(b"splitsweep.schema_version")
         if written is not None and written.decode() != str(SCHEMA_VERSION):
             raise ResultsError(
-                f"part file written under schema version {written.decode()}; this splitsweep reads version {SCHEMA_VERSION}",
+                f"part file written under schema version {written.decode()}; "
+                f"this splitsweep reads version {SCHEMA_VERSION}",
                 file=str(path),
                 key="schema_version",
                 allowed=[SCHEMA_VERSION],

@@ -230,8 +230,11 @@ def config_rows(
         "worker": ["w0"] * n,
         "finished_at": pa.array(finished, pa.timestamp("ms", tz="UTC")),
     }
-    return pa.table({f.name: pa.array(columns[f.name], f.type) if not isinstance(columns[f.name], pa.Array)
-                     else columns[f.name] for f in ROW_SCHEMA}, schema=ROW_SCHEMA)
+    arrays = {
+        f.name: columns[f.name] if isinstance(columns[f.name], pa.Array) else pa.array(columns[f.name], f.type)
+        for f in ROW_SCHEMA
+    }
+    return pa.table(arrays, schema=ROW_SCHEMA)
 
 
 def write_part(root: Path, table: pa.Table, name: str) -> Path:

@@ -113,7 +113,8 @@ def _report(points: dict[str, list[tuple[float, float]]], *, split: int = 3) -> 
     for codec, curve in points.items():
         for bpp, ap in curve:
             rows.append(
-                {"model": "m", "variant": "fp32", "split": split, "codec": codec, "bpp": bpp, "coded_bytes": bpp * 1e5, "ap": ap}
+                {"model": "m", "variant": "fp32", "split": split, "codec": codec, "bpp": bpp,
+                 "coded_bytes": bpp * 1e5, "ap": ap}
             )
     return pd.DataFrame(rows)
 

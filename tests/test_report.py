@@ -9,7 +9,6 @@ import io
 import json
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -96,9 +95,19 @@ def test_ap_equals_pycocotools_and_the_constructed_values(tmp_path):
     assert _row(table, split=-1)["delta_ap"] == 0.0
 
 
+def test_scoring_in_worker_processes_gives_the_same_table(tmp_path):
+    store = write_store(tmp_path / "r", CONFIGS, n_images=4)
+    serial = build_report(store.root, save=False).table
+    parallel = build_report(store.root, save=False, workers=2)
+    assert parallel.rescored == len(CONFIGS)
+    assert parallel.table["ap"].tolist() == serial["ap"].tolist()
+    assert parallel.table["ap75"].tolist() == serial["ap75"].tolist()
+
+
 def test_table_is_sorted_and_settings_in_numeric_order(tmp_path):
     configs = [BASE] + [
-        SynthConfig(split=3, codec="uniform", params={"bits": b}, raw_bytes=4000, coded_bytes=40 * b) for b in (10, 8, 4)
+        SynthConfig(split=3, codec="uniform", params={"bits": b}, raw_bytes=4000, coded_bytes=40 * b)
+        for b in (10, 8, 4)
     ] + [SynthConfig(split=1, codec="nncodec", params={"qp": q}, raw_bytes=4000, coded_bytes=100) for q in (4, -8)]
     store = write_store(tmp_path / "r", configs, n_images=2)
     table = build_report(store.root).table
@@ -139,7 +148,8 @@ def test_only_changed_configurations_are_rescored(tmp_path):
     assert _row(third.table, codec_params='{"qp":0}')["ap"] == pytest.approx(100.0)
 
     # A new baseline changes every delta of its (model, variant) but only its own AP.
-    write_part(store.root, config_rows(replace(BASE, detections="shift", minutes=40), store.image_ids), "part-r2-00000.parquet")
+    new_baseline = config_rows(replace(BASE, detections="shift", minutes=40), store.image_ids)
+    write_part(store.root, new_baseline, "part-r2-00000.parquet")
     fourth = build_report(store.root)
     assert (fourth.rescored, fourth.delta_rescored) == (1, 5)
     assert _row(fourth.table, codec_params='{"qp":-8}')["delta_ap"] == pytest.approx(100.0 - 30.0)
@@ -309,3 +319,43 @@ def test_command_reports_damaged_parts_as_warnings(tmp_path, capsys):
         warnings.simplefilter("error")  # the command turns them into messages, not tracebacks
         code, _, err = _run_command([str(store.root)], capsys)
     assert code == 0 and f"splitsweep: warning: {part}" in err
+
+
+def test_part_files_of_another_schema_version_are_refused_and_temp_files_ignored(tmp_path):
+    store = write_store(tmp_path / "r", [BASE], n_images=2)
+    rows = config_rows(CONFIGS[1], store.image_ids)
+    # A half-written temp file of an atomic write in progress is not a part file.
+    (store.root / ROWS_DIR / ".part-r7-00000.parquet").write_bytes(b"PAR1 half")
+    (store.root / ROWS_DIR / "part-r7-00000.parquet.tmp").write_bytes(b"PAR1 half")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert build_report(store.root).configs == 1
+    newer = rows.replace_schema_metadata({"splitsweep.schema_version": str(SCHEMA_VERSION + 1)})
+    path = write_part(store.root, newer, "part-r8-00000.parquet")
+    with pytest.raises(ResultsError, match="part file written under schema version") as err:
+        build_report(store.root)
+    assert str(path) in str(err.value)
+
+
+def test_unreadable_stored_report_is_rebuilt(tmp_path):
+    store = write_store(tmp_path / "r", CONFIGS[:2], n_images=2)
+    first = build_report(store.root)
+    damage(first.path)
+    with pytest.warns(ReportWarning, match="stored report unreadable"):
+        again = build_report(store.root)
+    assert again.rescored == 2 and load_report(store.root)["ap"].tolist() == pytest.approx([100.0, 100.0])
+
+
+def test_missing_ground_truth_or_reference_is_reported(tmp_path):
+    store = write_store(tmp_path / "gt", [BASE], n_images=2)
+    (store.root / "ground_truth.json").unlink()
+    with pytest.raises(ResultsError, match="ground_truth.json is missing") as err:
+        build_report(store.root)
+    assert str(store.root / "ground_truth.json") in str(err.value)
+
+    # Reference mode, but one model has no fp32 unsplit run to take the reference from.
+    configs = [BASE, replace(CONFIGS[1], model="other")]
+    ref = write_store(tmp_path / "ref", configs, n_images=2, evaluation="reference", reference_score_threshold=0.5)
+    with pytest.warns(ReportWarning, match="model 'other' has no fp32 split -1 codec none rows"):
+        table = build_report(ref.root).table
+    assert np.isnan(_row(table, model="other")["ap"]) and _row(table, model="toy")["ap"] == pytest.approx(100.0)

@@ -20,7 +20,10 @@ from orchestrator.report import build_report
 __all__ = ["NAME", "HELP", "add_arguments", "run", "mpeg_columns", "MPEG_COLUMNS"]
 
 NAME = "report"
-HELP = "Per-configuration COCO AP, bytes, bits per pixel and compression ratio of a results directory; BD-rate against an anchor codec."
+HELP = (
+    "Per-configuration COCO AP, bytes, bits per pixel and compression ratio of a results directory; "
+    "BD-rate against an anchor codec."
+)
 
 # CSV header: the columns MPEG feature-coding reports lead with, then everything else.
 MPEG_COLUMNS: dict[str, str] = {
@@ -68,7 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="codec family BD-rates are measured against (default: nncodec if the sweep has it, "
         "else the codec with the most configurations)",
     )
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="what to print (default: table)")
+    parser.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="what to print (default: table)"
+    )
     parser.add_argument(
         "--rate", choices=("bpp", "coded_bytes"), default="bpp", help="rate axis of the BD-rates (default: bpp)"
     )
@@ -79,6 +84,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also show, per model, the cheapest configuration at most POINTS AP points below the uncompressed AP",
     )
     parser.add_argument("--force", action="store_true", help="re-score every configuration, not only changed ones")
+    parser.add_argument(
+        "--workers", type=_positive, default=1, metavar="N", help="score configurations in N processes (default: 1)"
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def mpeg_columns(table: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +105,7 @@ def mpeg_columns(table: pd.DataFrame) -> pd.DataFrame:
 def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = build_report(args.results, force=args.force)
+        result = build_report(args.results, force=args.force, workers=args.workers)
     for w in caught:
         print(f"splitsweep: warning: {w.message}", file=sys.stderr)
     table = report_fronts(result.table)
@@ -110,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             "bd": _records(bd),
         }
         if cheapest is not None:
-            payload["cheapest_within"] = {"points": args.within, "configs": _records(cheapest[["model", "variant", "split", "codec", "setting", "coded_bytes", "ap", "delta_ap"]])}
+            columns = ["model", "variant", "split", "codec", "setting", "coded_bytes", "ap", "delta_ap"]
+            payload["cheapest_within"] = {"points": args.within, "configs": _records(cheapest[columns])}
         json.dump(payload, out, indent=1, allow_nan=False)
         out.write("\n")
     else:
