@@ -1,0 +1,577 @@
+"""Per-configuration report of a results store (COCO AP, bytes, bpp, ratio, timings), rebuilt incrementally.
+
+One row per configuration (model, variant, split, codec, codec_params), stored as
+``RESULTS/report/configs.parquet``. Columns, in order:
+
+    model, variant, split, codec, codec_params, setting, qp
+    n_images        ok rows (after re-runs are resolved: the latest row of a task wins)
+    n_failed        tasks whose latest row failed
+    ap, ap50, ap75, ap_small, ap_medium, ap_large, ar100
+                    COCO AP in AP points (0–100) on exactly the images this configuration
+                    finished (those also in the ground truth: n_scored)
+    n_scored        images scored
+    raw_bytes, coded_bytes, side_bytes
+                    mean per image; raw = float32 size of the cut tensors
+    bpp             mean over images of 8 × coded_bytes / (width × height)
+    ratio           raw / coded (sum over images; NaN where nothing was coded)
+    saving          1 − coded / raw, a fraction (the seed study's "compression ratio %")
+    feature_psnr, head_s, encode_s, decode_s, tail_s   means
+    ap_uncompressed the unsplit, uncoded model's AP (split −1, codec none, same model and
+                    variant) on the images both finished
+    delta_ap        this configuration's AP minus ap_uncompressed, on those same images
+    n_common        how many images that comparison used
+    score_key, delta_key   fingerprints deciding what must be re-scored next time
+
+Incremental: a configuration's rows are fingerprinted (count, latest finish, XOR of a
+hash of every (task_id, finished_at)); only configurations whose fingerprint (or ground
+truth) changed are re-scored, and the detections column is read only for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from orchestrator.results import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
+from orchestrator.schema import CONFIG_KEY, SCHEMA_VERSION
+from tasks.errors import ResultsError
+from tasks.rows import Detections
+
+__all__ = ["REPORT_FILE", "REPORT_COLUMNS", "ReportResult", "ReportWarning", "build_report", "load_report"]
+
+REPORT_FILE = "configs.parquet"
+# Bump when scoring changes meaning: stored scores of an older format are recomputed.
+REPORT_FORMAT = 1
+REFERENCE_VARIANT = "fp32"
+BASELINE_SPLIT = -1
+BASELINE_CODEC = "none"
+
+METRIC_COLUMNS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100")
+REPORT_COLUMNS = (
+    *CONFIG_KEY, "setting", "qp", "n_images", "n_failed", *METRIC_COLUMNS, "n_scored",
+    "raw_bytes", "coded_bytes", "side_bytes", "bpp", "ratio", "saving",
+    "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
+    "ap_uncompressed", "delta_ap", "n_common", "score_key", "delta_key",
+)  # fmt: skip
+# Columns that only scoring computes: carried over from the stored report when still valid.
+_SCORED_COLUMNS = (*METRIC_COLUMNS, "n_scored", "ap_uncompressed", "delta_ap", "n_common")
+_MEAN_COLUMNS = (
+    "raw_bytes", "coded_bytes", "side_bytes", "bpp", "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
+)  # fmt: skip
+# Everything but the detections: enough for every column except AP, and for the fingerprints.
+_LIGHT_COLUMNS = (
+    "task_id", *CONFIG_KEY, "qp", "image_id", "raw_bytes", "coded_bytes", "side_bytes", "feature_psnr",
+    "head_s", "encode_s", "decode_s", "tail_s", "image_width", "image_height", "status", "finished_at",
+)  # fmt: skip
+
+
+class ReportWarning(UserWarning):
+    """Something in the store makes a number less complete than it looks (e.g. images
+    without ground truth, a model without a reference); the report still builds."""
+
+
+@dataclass(frozen=True, eq=False)
+class ReportResult:
+    """The configuration table and what this build had to recompute."""
+
+    table: pd.DataFrame
+    rescored: int  # configurations whose AP was scored in this build
+    delta_rescored: int  # configurations whose delta AP was recomputed (own rows or baseline changed)
+    configs: int
+    path: Path | None  # where the table was saved
+    skipped_parts: tuple[str, ...]  # damaged part files left out
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    ap: float
+    ap50: float
+    ap75: float
+    ap_small: float
+    ap_medium: float
+    ap_large: float
+    ar100: float
+    n_images: int
+
+
+def _score(gt: Mapping[str, Any], dets_by_image: Mapping[int, Detections], image_ids: Iterable[int]) -> _Metrics:
+    """COCO bbox metrics (fractions 0–1, NaN where undefined) of ``dets_by_image`` on ``image_ids``.
+
+    The report's only call into pycocotools. ``tasks.metrics.coco_metrics`` takes the same
+    arguments and returns the same fields, so it can take this function's place in one line.
+    """
+    ids = sorted(int(i) for i in image_ids)
+    if not ids:
+        return _Metrics(*([float("nan")] * 7), n_images=0)
+    anns: list[dict[str, Any]] = []
+    for image_id in ids:
+        dets = dets_by_image.get(image_id)
+        if dets is None or not len(dets):
+            continue
+        for box, score, cat in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.category_ids.tolist()):
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": box,
+                    "score": score,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco_gt = COCO()
+        coco_gt.dataset = dict(gt)
+        coco_gt.createIndex()
+        coco_dt = COCO()
+        coco_dt.dataset = {"images": gt["images"], "categories": gt.get("categories", []), "annotations": anns}
+        coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.params.imgIds = ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    s = [float(v) if v >= 0 else float("nan") for v in evaluator.stats]
+    return _Metrics(s[0], s[1], s[2], s[3], s[4], s[5], s[8], n_images=len(ids))
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+def _setting_label(codec_params: str) -> str:
+    try:
+        params = json.loads(codec_params) if codec_params else {}
+    except ValueError:
+        return codec_params
+    if not isinstance(params, dict):
+        return codec_params
+    return " ".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def _aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+    """Cheap per-configuration columns and each configuration's finished image ids."""
+    rows["cfg"] = rows.groupby(list(CONFIG_KEY), sort=False, dropna=False).ngroup()
+    configs = rows.groupby("cfg", sort=True)[list(CONFIG_KEY)].first()
+    configs["qp"] = rows.groupby("cfg")["qp"].max().astype("Int32")
+    is_ok = (rows["status"] == "ok").to_numpy()
+    ok = rows[is_ok]
+    configs["n_images"] = ok.groupby("cfg").size().reindex(configs.index, fill_value=0)
+    configs["n_failed"] = rows[~is_ok].groupby("cfg").size().reindex(configs.index, fill_value=0)
+
+    pixels = ok["image_width"].astype("float64") * ok["image_height"].astype("float64")
+    ok = ok.assign(bpp=(8.0 * ok["coded_bytes"].astype("float64") / pixels.where(pixels > 0)))
+    grouped = ok.groupby("cfg")
+    for column in _MEAN_COLUMNS:
+        configs[column] = grouped[column].mean().reindex(configs.index).astype("float64")
+    raw = configs["raw_bytes"]
+    coded = configs["coded_bytes"]
+    configs["ratio"] = (raw / coded.where(coded > 0)).astype("float64")
+    configs["saving"] = (1.0 - coded / raw.where(raw > 0)).astype("float64")
+
+    # Fingerprint of exactly the rows that scoring reads: count, latest finish, XOR of row keys.
+    order = np.argsort(ok["cfg"].to_numpy(), kind="stable")
+    cfg_sorted = ok["cfg"].to_numpy()[order]
+    keys_sorted = ok["row_key"].to_numpy()[order]
+    finished_sorted = ok["finished_ms"].to_numpy()[order]
+    starts = np.flatnonzero(np.r_[True, cfg_sorted[1:] != cfg_sorted[:-1]]) if len(cfg_sorted) else np.array([], int)
+    fingerprint = pd.Series("empty", index=configs.index, dtype=object)
+    if len(starts):
+        xors = np.bitwise_xor.reduceat(keys_sorted, starts)
+        latest = np.maximum.reduceat(finished_sorted, starts)
+        counts = np.diff(np.r_[starts, len(cfg_sorted)])
+        fingerprint.loc[cfg_sorted[starts]] = [
+            f"{n}:{int(x):016x}:{int(t)}" for n, x, t in zip(counts, xors, latest)
+        ]
+    configs["rows_fingerprint"] = fingerprint
+
+    image_sets = {
+        int(c): np.unique(ids)
+        for c, ids in zip(cfg_sorted[starts], np.split(ok["image_id"].to_numpy()[order], starts[1:]))
+    } if len(starts) else {}
+    configs["setting"] = configs["codec_params"].map(_setting_label)
+    return configs, image_sets
+
+
+def _load_previous(path: Path, *, force: bool) -> pd.DataFrame | None:
+    if force or not path.exists():
+        return None
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        warnings.warn(f"{path}: stored report unreadable, rebuilding it: {exc}", ReportWarning, stacklevel=3)
+        return None
+    meta = table.schema.metadata or {}
+    if meta.get(b"splitsweep.report_format") != str(REPORT_FORMAT).encode():
+        return None
+    previous = table.to_pandas()
+    if not set(REPORT_COLUMNS) <= set(previous.columns):
+        return None
+    return previous.set_index(list(CONFIG_KEY))
+
+
+def _save(table: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata(
+        {"splitsweep.report_format": str(REPORT_FORMAT), "splitsweep.schema_version": str(SCHEMA_VERSION)}
+    )
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        pq.write_table(arrow, tmp)
+        os.replace(tmp, path)  # readers see the old table or the new one, never half of one
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ResultsError(f"report cannot be written: {exc}", file=str(path)) from None
+
+
+def _config_filter(configs: pd.DataFrame) -> ds.Expression:
+    expr = None
+    for row in configs[list(CONFIG_KEY)].itertuples(index=False):
+        term = None
+        for name, value in zip(CONFIG_KEY, row):
+            part = pc.field(name) == (int(value) if name == "split" else value)
+            term = part if term is None else term & part
+        expr = term if expr is None else expr | term
+    return expr
+
+
+def _read_detections(
+    store: ResultsStore, configs: pd.DataFrame, wanted: Sequence[int], ok: pd.DataFrame
+) -> dict[int, dict[int, Detections]]:
+    """Detections of the winning ok rows of the ``wanted`` configurations, by image id."""
+    if not wanted:
+        return {}
+    filt = pc.field("status") == "ok"
+    if len(wanted) < len(configs):
+        filt = filt & _config_filter(configs.loc[list(wanted)])
+    table = store.read_rows(("task_id", "finished_at", "image_id", "detections"), filter=filt)
+    winners = pd.Index(ok["row_key"].to_numpy())
+    position = winners.get_indexer(row_keys(table))
+    # A row written twice with the same finish time counts once.
+    hit = np.flatnonzero(position >= 0)
+    _, first = np.unique(position[hit], return_index=True)
+    hit = hit[first]
+    cfg = ok["cfg"].to_numpy()[position[hit]]
+    keep = np.isin(cfg, np.asarray(list(wanted)))
+    hit, cfg = hit[keep], cfg[keep]
+    picked = table.take(pa.array(hit, pa.int64()))
+    dets = detections_by_row(picked.column("detections"))
+    image_ids = picked.column("image_id").to_numpy()
+    out: dict[int, dict[int, Detections]] = {int(c): {} for c in wanted}
+    for c, image_id, d in zip(cfg.tolist(), image_ids.tolist(), dets):
+        out[c][image_id] = d
+    return out
+
+
+def _reference_ground_truth(
+    dets_by_image: Mapping[int, Detections], sizes: Mapping[int, tuple[int, int]], threshold: float
+) -> dict[str, Any]:
+    """A COCO dict whose boxes are the reference model's detections scoring ≥ threshold."""
+    images = [{"id": int(i), "width": int(w), "height": int(h)} for i, (w, h) in sorted(sizes.items())]
+    annotations, categories = [], set()
+    for image_id in sorted(sizes):
+        dets = dets_by_image.get(image_id)
+        if dets is None:
+            continue
+        for box, score, cat in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.category_ids.tolist()):
+            if score >= threshold:
+                categories.add(cat)
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": int(image_id),
+                        "category_id": cat,
+                        "bbox": box,
+                        "area": box[2] * box[3],
+                        "iscrowd": 0,
+                    }
+                )
+    return {"images": images, "annotations": annotations, "categories": [{"id": c} for c in sorted(categories)]}
+
+
+def _baseline_ids(configs: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """(model, variant) → the configuration id of its unsplit, uncoded run."""
+    base = configs[(configs["split"] == BASELINE_SPLIT) & (configs["codec"] == BASELINE_CODEC)]
+    out: dict[tuple[str, str], int] = {}
+    for cfg, model, variant in zip(base.index, base["model"], base["variant"]):
+        out.setdefault((model, variant), int(cfg))
+    return out
+
+
+def build_report(
+    results_dir: str | os.PathLike[str], *, force: bool = False, save: bool = True, workers: int = 1
+) -> ReportResult:
+    """Build (or bring up to date) the per-configuration table of a results directory.
+
+    Only configurations whose rows or ground truth changed since the stored report are
+    re-scored (all of them with ``force``); ``workers`` > 1 scores them in that many
+    processes (pycocotools is single-threaded Python and dominates a cold build). With
+    ``save`` the table is written to ``RESULTS/report/configs.parquet`` atomically.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    store = open_results(results_dir)
+    light = store.read_rows(_LIGHT_COLUMNS)
+    if light.num_rows == 0:
+        raise ResultsError("no task rows in this results directory", file=str(store.rows_dir))
+    light = latest_rows(light)
+    rows = light.drop_columns(["task_id"]).to_pandas()
+    rows["row_key"] = row_keys(light)
+    rows["finished_ms"] = pc.cast(light.column("finished_at"), pa.int64()).fill_null(0).to_numpy()
+    configs, image_sets = _aggregate(rows)
+    job = _Rescore(store, configs, image_sets, rows[(rows["status"] == "ok").to_numpy()])
+
+    report_path = store.report_dir / REPORT_FILE
+    ap_ids, delta_ids = job.carry_over(_load_previous(report_path, force=force))
+    job.read(ap_ids, delta_ids)
+    job.score(ap_ids, workers=workers)
+    for c in delta_ids:
+        job.compare(c)
+
+    table = _finish(configs)
+    if save:
+        _save(table, report_path)
+    return ReportResult(
+        table=table,
+        rescored=len(ap_ids),
+        delta_rescored=len(delta_ids),
+        configs=len(table),
+        path=report_path if save else None,
+        skipped_parts=tuple(str(p) for p in store.damaged),
+    )
+
+
+class _Rescore:
+    """One build's scoring state: fingerprints, what must be re-scored, ground truth, detections."""
+
+    def __init__(self, store: ResultsStore, configs: pd.DataFrame, image_sets: dict[int, np.ndarray], ok: pd.DataFrame):
+        self.store = store
+        self.configs = configs
+        self.image_sets = image_sets
+        self.ok = ok
+        self.baselines = _baseline_ids(configs)
+        self.baseline_of = {
+            int(c): self.baselines.get((m, v)) for c, m, v in zip(configs.index, configs["model"], configs["variant"])
+        }
+        self.reference = store.meta.evaluation == "reference"
+        self.gt_by_model: dict[str, dict[str, Any]] = {}
+        self.gt_images: dict[str, np.ndarray] = {}
+        self.dets: dict[int, dict[int, Detections]] = {}
+        self._baseline_cache: dict[tuple[int, str], float] = {}
+
+        # What a score depends on: the configuration's rows and its model's ground truth;
+        # a delta also on the baseline's score.
+        gt_keys = self._ground_truth_keys()
+        configs["score_key"] = [
+            _digest(REPORT_FORMAT, gt_keys[m], fp) for m, fp in zip(configs["model"], configs["rows_fingerprint"])
+        ]
+        configs["delta_key"] = [
+            _digest(configs.at[c, "score_key"], "none" if b is None else configs.at[b, "score_key"])
+            for c, b in self.baseline_of.items()
+        ]
+
+    def _reference_id(self, model: str) -> int | None:
+        return self.baselines.get((model, REFERENCE_VARIANT))
+
+    def _ground_truth_keys(self) -> dict[str, str]:
+        models = self.configs["model"].unique()
+        if not self.reference:
+            path = self.store.ground_truth_path
+            key = _digest("ground_truth", hashlib.sha256(path.read_bytes()).hexdigest()) if path.exists() else "missing"
+            return {m: key for m in models}
+        keys = {}
+        for m in models:
+            ref = self._reference_id(m)
+            if ref is None:
+                keys[m] = "no-reference"
+                warnings.warn(
+                    f"model {m!r} has no {REFERENCE_VARIANT} split {BASELINE_SPLIT} codec {BASELINE_CODEC} rows: "
+                    "reference evaluation cannot score it",
+                    ReportWarning,
+                    stacklevel=4,
+                )
+            else:
+                threshold = self.store.meta.reference_score_threshold
+                keys[m] = _digest("reference", threshold, self.configs.at[ref, "rows_fingerprint"])
+        return keys
+
+    def carry_over(self, previous: pd.DataFrame | None) -> tuple[list[int], list[int]]:
+        """Copy stored scores whose keys still match; the configurations to re-score
+        (AP) and to re-compare (delta AP)."""
+        configs = self.configs
+        if previous is None:
+            for column in _SCORED_COLUMNS:
+                configs[column] = np.nan
+            ids = [int(c) for c in configs.index]
+            return ids, list(ids)
+        prev = previous.reindex(configs.set_index(list(CONFIG_KEY)).index)
+        needs_ap = prev["score_key"].to_numpy() != configs["score_key"].to_numpy()
+        needs_delta = needs_ap | (prev["delta_key"].to_numpy() != configs["delta_key"].to_numpy())
+        for column in _SCORED_COLUMNS:
+            configs[column] = prev[column].to_numpy()
+        return [int(c) for c in configs.index[needs_ap]], [int(c) for c in configs.index[needs_delta]]
+
+    def read(self, ap_ids: Sequence[int], delta_ids: Sequence[int]) -> None:
+        """Load the ground truth and the detections that re-scoring needs, nothing else."""
+        if not ap_ids and not delta_ids:
+            return
+        models = {self.configs.at[c, "model"] for c in (*ap_ids, *delta_ids)}
+        to_read = set(ap_ids)
+        to_read |= {b for c in delta_ids if (b := self.baseline_of[c]) is not None}
+        for c in delta_ids:
+            # A configuration that finished images its baseline did not is compared on
+            # the common images only, which needs its own detections again.
+            b = self.baseline_of[c]
+            if b is not None and not np.isin(self._images(c), self._images(b)).all():
+                to_read.add(c)
+        if self.reference:
+            to_read |= {ref for m in models if (ref := self._reference_id(m)) is not None}
+        self.dets = _read_detections(self.store, self.configs, sorted(to_read), self.ok)
+
+        if self.reference:
+            sizes = self.ok.groupby("image_id")[["image_width", "image_height"]].first()
+            for m in models:
+                ref = self._reference_id(m)
+                if ref is None:
+                    continue
+                ids = self._images(ref)
+                self.gt_by_model[m] = _reference_ground_truth(
+                    self.dets[ref],
+                    dict(zip(ids.tolist(), zip(sizes["image_width"].reindex(ids), sizes["image_height"].reindex(ids)))),
+                    self.store.meta.reference_score_threshold,
+                )
+        else:
+            gt = self.store.load_ground_truth()
+            self.gt_by_model = {m: gt for m in models}
+        for m, gt in self.gt_by_model.items():
+            self.gt_images[m] = np.fromiter((img["id"] for img in gt["images"]), np.int64)
+
+    def _images(self, c: int) -> np.ndarray:
+        return self.image_sets.get(c, np.zeros(0, np.int64))
+
+    def _scored_images(self, c: int) -> np.ndarray:
+        model = self.configs.at[c, "model"]
+        if model not in self.gt_images:
+            return np.zeros(0, np.int64)
+        ids = self._images(c)
+        return ids[np.isin(ids, self.gt_images[model])]
+
+    def score(self, ap_ids: Sequence[int], *, workers: int) -> None:
+        """COCO AP of each configuration on every image it finished (and the GT holds);
+        with ``workers`` > 1 configurations are scored in that many processes."""
+        configs = self.configs
+        jobs: list[tuple[int, Mapping[str, Any], Mapping[int, Detections], np.ndarray]] = []
+        for c in ap_ids:
+            gt = self.gt_by_model.get(configs.at[c, "model"])
+            ids = self._scored_images(c)
+            configs.at[c, "n_scored"] = len(ids)
+            missing = len(self._images(c)) - len(ids)
+            if gt is None:
+                configs.loc[c, list(METRIC_COLUMNS)] = np.nan
+                continue
+            if missing:
+                warnings.warn(
+                    f"{_label(configs, c)}: {missing} finished images are not in the ground truth; scored without them",
+                    ReportWarning,
+                    stacklevel=3,
+                )
+            jobs.append((c, gt, self.dets.get(c, {}), ids))
+        if workers > 1 and len(jobs) > 1:
+            # fork, not spawn: spawn re-runs the caller's main module (a script or
+            # `python -m orchestrator` without a main guard). The children only run
+            # pycocotools and numpy, never Arrow, whose thread pools fork does not copy.
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            context = multiprocessing.get_context(method)
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+                results = list(pool.map(_score, *zip(*(job[1:] for job in jobs))))
+        else:
+            results = [_score(gt, dets, ids) for _, gt, dets, ids in jobs]
+        for (c, *_), metrics in zip(jobs, results):
+            for column in METRIC_COLUMNS:
+                configs.at[c, column] = 100.0 * getattr(metrics, column)
+
+    def compare(self, c: int) -> None:
+        """AP of ``c`` against its unsplit, uncoded baseline on the images both finished."""
+        configs = self.configs
+        b = self.baseline_of[c]
+        gt = self.gt_by_model.get(configs.at[c, "model"])
+        columns = ["ap_uncompressed", "delta_ap", "n_common"]
+        if b is None or gt is None:
+            configs.loc[c, columns] = [np.nan, np.nan, 0]
+            return
+        own = self._scored_images(c)
+        common = own[np.isin(own, self._images(b))]
+        if b == c:
+            configs.loc[c, columns] = [configs.at[c, "ap"], 0.0, len(common)]
+            return
+        own_ap = configs.at[c, "ap"] if len(common) == len(own) else 100.0 * _score(gt, self.dets[c], common).ap
+        if len(common) == len(self._scored_images(b)):
+            base_ap = configs.at[b, "ap"]  # the baseline's own score, current: its key is part of delta_key
+        else:
+            key = (b, hashlib.sha1(common.tobytes()).hexdigest())
+            if key not in self._baseline_cache:
+                self._baseline_cache[key] = 100.0 * _score(gt, self.dets[b], common).ap
+            base_ap = self._baseline_cache[key]
+        configs.loc[c, columns] = [base_ap, own_ap - base_ap, len(common)]
+
+
+def _label(configs: pd.DataFrame, c: int) -> str:
+    row = configs.loc[c]
+    return f"{row['model']}/{row['variant']} split {row['split']} {row['codec']} {row['setting']}".rstrip()
+
+
+def _finish(configs: pd.DataFrame) -> pd.DataFrame:
+    table = configs.reset_index(drop=True)
+    for column in ("n_images", "n_failed", "n_scored", "n_common"):
+        table[column] = table[column].fillna(0).astype("int64")
+    table["split"] = table["split"].astype("int32")
+    # Settings in numeric order (bits=4 before bits=10), not string order.
+    params = sorted(table["codec_params"].unique(), key=_params_order)
+    table["_params_rank"] = table["codec_params"].map({p: i for i, p in enumerate(params)})
+    table = table.sort_values(["model", "variant", "split", "codec", "qp", "_params_rank"], na_position="last")
+    return table[list(REPORT_COLUMNS)].reset_index(drop=True)
+
+
+def _params_order(codec_params: str) -> tuple[tuple[str, int, float, str], ...]:
+    try:
+        params = json.loads(codec_params)
+    except (TypeError, ValueError):
+        return (("", 1, 0.0, str(codec_params)),)
+    if not isinstance(params, dict):
+        return (("", 1, 0.0, codec_params),)
+    return tuple(
+        (k, 0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (k, 1, 0.0, str(v))
+        for k, v in sorted(params.items())
+    )
+
+
+def load_report(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The stored configuration table, without rebuilding it (for readers such as the dashboard)."""
+    path = Path(results_dir) / "report" / REPORT_FILE
+    try:
+        return pq.read_table(path).to_pandas()
+    except FileNotFoundError:
+        raise ResultsError("no report yet: run `splitsweep report` first", file=str(path)) from None
+    except (OSError, pa.ArrowException) as exc:
+        raise ResultsError(f"report unreadable: {exc}", file=str(path)) from None
