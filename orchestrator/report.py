@@ -39,7 +39,6 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,7 +51,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from orchestrator.results import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
-from orchestrator.schema import CONFIG_KEY, SCHEMA_VERSION
+from orchestrator.schema import CONFIG_KEY, GROUND_TRUTH_FILE, REPORT_DIR, ROWS_DIR, SCHEMA_VERSION
 from tasks.errors import ResultsError
 from tasks.rows import Detections
 
@@ -97,7 +96,7 @@ class ReportResult:
     rescored: int  # configurations whose AP was scored in this build
     delta_rescored: int  # configurations whose delta AP was recomputed (own rows or baseline changed)
     configs: int
-    path: Path | None  # where the table was saved
+    path: str | None  # where the table was saved
     skipped_parts: tuple[str, ...]  # damaged part files left out
 
 
@@ -213,13 +212,13 @@ def _aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, np.ndarray]]
     return configs, image_sets
 
 
-def _load_previous(path: Path, *, force: bool) -> pd.DataFrame | None:
-    if force or not path.exists():
+def _load_previous(store: ResultsStore, relpath: str, *, force: bool) -> pd.DataFrame | None:
+    if force or not store.exists(relpath):
         return None
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(io.BytesIO(store.read_bytes(relpath)))
     except (OSError, pa.ArrowException) as exc:
-        warnings.warn(f"{path}: stored report unreadable, rebuilding it: {exc}", ReportWarning, stacklevel=3)
+        warnings.warn(f"{store.path(relpath)}: stored report unreadable, rebuilding it: {exc}", ReportWarning, stacklevel=3)
         return None
     meta = table.schema.metadata or {}
     if meta.get(b"splitsweep.report_format") != str(REPORT_FORMAT).encode():
@@ -230,19 +229,17 @@ def _load_previous(path: Path, *, force: bool) -> pd.DataFrame | None:
     return previous.set_index(list(CONFIG_KEY))
 
 
-def _save(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _save(table: pd.DataFrame, store: ResultsStore, relpath: str) -> None:
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     arrow = arrow.replace_schema_metadata(
         {"splitsweep.report_format": str(REPORT_FORMAT), "splitsweep.schema_version": str(SCHEMA_VERSION)}
     )
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    buf = io.BytesIO()
+    pq.write_table(arrow, buf)
     try:
-        pq.write_table(arrow, tmp)
-        os.replace(tmp, path)  # readers see the old table or the new one, never half of one
+        store.write_bytes(relpath, buf.getvalue())  # readers see the old table or the new one, never half
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ResultsError(f"report cannot be written: {exc}", file=str(path)) from None
+        raise ResultsError(f"report cannot be written: {exc}", file=store.path(relpath)) from None
 
 
 def _config_filter(configs: pd.DataFrame) -> ds.Expression:
@@ -334,7 +331,7 @@ def build_report(
     store = open_results(results_dir)
     light = store.read_rows(_LIGHT_COLUMNS)
     if light.num_rows == 0:
-        raise ResultsError("no task rows in this results directory", file=str(store.rows_dir))
+        raise ResultsError("no task rows in this results directory", file=store.path(ROWS_DIR))
     light = latest_rows(light)
     rows = light.drop_columns(["task_id"]).to_pandas()
     rows["row_key"] = row_keys(light)
@@ -342,8 +339,8 @@ def build_report(
     configs, image_sets = _aggregate(rows)
     job = _Rescore(store, configs, image_sets, rows[(rows["status"] == "ok").to_numpy()])
 
-    report_path = store.report_dir / REPORT_FILE
-    ap_ids, delta_ids = job.carry_over(_load_previous(report_path, force=force))
+    report_path = f"{REPORT_DIR}/{REPORT_FILE}"
+    ap_ids, delta_ids = job.carry_over(_load_previous(store, report_path, force=force))
     job.read(ap_ids, delta_ids)
     job.score(ap_ids, workers=workers)
     for c in delta_ids:
@@ -351,13 +348,13 @@ def build_report(
 
     table = _finish(configs)
     if save:
-        _save(table, report_path)
+        _save(table, store, report_path)
     return ReportResult(
         table=table,
         rescored=len(ap_ids),
         delta_rescored=len(delta_ids),
         configs=len(table),
-        path=report_path if save else None,
+        path=store.path(report_path) if save else None,
         skipped_parts=tuple(str(p) for p in store.damaged),
     )
 
@@ -397,8 +394,10 @@ class _Rescore:
     def _ground_truth_keys(self) -> dict[str, str]:
         models = self.configs["model"].unique()
         if not self.reference:
-            path = self.store.ground_truth_path
-            key = _digest("ground_truth", hashlib.sha256(path.read_bytes()).hexdigest()) if path.exists() else "missing"
+            try:
+                key = _digest("ground_truth", hashlib.sha256(self.store.read_bytes(GROUND_TRUTH_FILE)).hexdigest())
+            except FileNotFoundError:
+                key = "missing"
             return {m: key for m in models}
         keys = {}
         for m in models:
@@ -568,10 +567,11 @@ def _params_order(codec_params: str) -> tuple[tuple[str, int, float, str], ...]:
 
 def load_report(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The stored configuration table, without rebuilding it (for readers such as the dashboard)."""
-    path = Path(results_dir) / "report" / REPORT_FILE
+    store = ResultsStore(str(results_dir))
+    relpath = f"{REPORT_DIR}/{REPORT_FILE}"
     try:
-        return pq.read_table(path).to_pandas()
+        return pq.read_table(io.BytesIO(store.read_bytes(relpath))).to_pandas()
     except FileNotFoundError:
-        raise ResultsError("no report yet: run `splitsweep report` first", file=str(path)) from None
+        raise ResultsError("no report yet: run `splitsweep report` first", file=store.path(relpath)) from None
     except (OSError, pa.ArrowException) as exc:
-        raise ResultsError(f"report unreadable: {exc}", file=str(path)) from None
+        raise ResultsError(f"report unreadable: {exc}", file=store.path(relpath)) from None

@@ -16,22 +16,62 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tasks.errors import ResultsError
 
-from .schema import META_FILE, ROW_SCHEMA, ROWS_DIR, SCHEMA_VERSION, SPEC_FILE
+from .schema import GROUND_TRUTH_FILE, META_FILE, ROW_SCHEMA, ROWS_DIR, SCHEMA_VERSION, SPEC_FILE
 
-__all__ = ["ResultsStore", "PartWriter", "DamagedPartWarning", "latest_rows"]
+__all__ = ["ResultsStore", "StoreMeta", "EVALUATION_MODES", "PartWriter", "DamagedPartWarning", "latest_rows"]
 
-_PART = re.compile(r"^part-r(\d{4,})-(\d{6,})\.parquet$")
+# How detections are scored: against the sweep's ground_truth.json, or against the
+# unsplit fp32 model's own confident detections (unlabelled data: video, photo folders).
+EVALUATION_MODES = ("ground-truth", "reference")
+
+_PART = re.compile(r"^part-r(\d+)-(\d+)\.parquet$")
 
 
 class DamagedPartWarning(UserWarning):
     """A part file could not be read; it is skipped (its tasks run again) and left on disk."""
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What meta.json says about a results location."""
+
+    schema_version: int
+    sweep: str
+    created_at: str
+    evaluation: str = "ground-truth"
+    reference_score_threshold: float | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, *, file: str) -> StoreMeta:
+        if not isinstance(raw, dict):
+            raise ResultsError("meta.json is not a JSON object", file=file)
+        evaluation = raw.get("evaluation", "ground-truth")
+        if evaluation not in EVALUATION_MODES:
+            raise ResultsError(f"unknown evaluation mode {evaluation!r}", file=file, key="evaluation", allowed=EVALUATION_MODES)
+        threshold = raw.get("reference_score_threshold")
+        if evaluation == "reference":
+            if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+                raise ResultsError(
+                    f"reference evaluation needs a score threshold in [0, 1], got {threshold!r}",
+                    file=file,
+                    key="reference_score_threshold",
+                )
+        return cls(
+            schema_version=int(raw["schema_version"]),
+            sweep=str(raw.get("sweep", "")),
+            created_at=str(raw.get("created_at", "")),
+            evaluation=evaluation,
+            reference_score_threshold=float(threshold) if evaluation == "reference" else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -62,8 +102,10 @@ class ResultsStore:
     """
 
     def __init__(self, location: str) -> None:
-        self.location = location
-        self._loc = _open_location(location)
+        self.location = str(location)
+        self._loc = _open_location(self.location)
+        self._damaged: dict[str, str] = {}
+        self._checked: set[str] = set()
 
     # -- paths and small files -------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -175,13 +217,61 @@ class ResultsStore:
         self.write_bytes(f"specs/run-{run:04d}.yaml", text.encode())
 
     # -- part files ------------------------------------------------------------------
+    @property
+    def meta(self) -> StoreMeta:
+        """meta.json, checked: ResultsError if absent, damaged or of another schema version."""
+        raw = self.check_meta()
+        if raw is None:
+            raise ResultsError("not a splitsweep results location: meta.json is missing", file=self.path(META_FILE))
+        return StoreMeta.parse(raw, file=self.path(META_FILE))
+
+    @property
+    def damaged(self) -> dict[str, str]:
+        """Part files skipped so far, with the reason."""
+        return dict(self._damaged)
+
     def part_files(self) -> list[str]:
+        """Readable part files in name order; each footer is checked once, damaged ones skipped."""
         selector = pafs.FileSelector(self.path(ROWS_DIR), allow_not_found=True)
         names = [info.base_name for info in self._loc.fs.get_file_info(selector) if info.type == pafs.FileType.File]
-        return sorted(self.path(ROWS_DIR, n) for n in names if _PART.match(n))
+        found = []
+        for path in sorted(self.path(ROWS_DIR, n) for n in names if _PART.match(n)):
+            if path in self._damaged:
+                continue
+            if path not in self._checked:
+                try:
+                    with self._loc.fs.open_input_file(path) as fh:
+                        meta = pq.read_metadata(fh)
+                except (OSError, pa.ArrowException) as exc:
+                    self._skip(path, exc)
+                    continue
+                written = (meta.metadata or {}).get(b"splitsweep.schema_version")
+                if written is not None and written.decode() != str(SCHEMA_VERSION):
+                    raise ResultsError(
+                        f"part file written under schema version {written.decode()}; "
+                        f"this splitsweep reads version {SCHEMA_VERSION}",
+                        file=path,
+                        key="schema_version",
+                        allowed=[SCHEMA_VERSION],
+                    )
+                self._checked.add(path)
+            found.append(path)
+        return found
+
+    def _skip(self, path: str, exc: BaseException) -> None:
+        if path in self._damaged:
+            return
+        reason = f"{type(exc).__name__}: {exc}"
+        self._damaged[path] = reason
+        warnings.warn(
+            f"{path}: damaged part file skipped (left on disk; its tasks count as not done): {reason}",
+            DamagedPartWarning,
+            stacklevel=3,
+        )
 
     def next_run(self) -> int:
-        runs = [int(_PART.match(p.rsplit("/", 1)[1]).group(1)) for p in self.part_files()]
+        selector = pafs.FileSelector(self.path(ROWS_DIR), allow_not_found=True)
+        runs = [int(m.group(1)) for i in self._loc.fs.get_file_info(selector) if (m := _PART.match(i.base_name))]
         specs = self._loc.fs.get_file_info(pafs.FileSelector(self.path("specs"), allow_not_found=True))
         runs += [int(m.group(1)) for i in specs if (m := re.match(r"run-(\d+)\.yaml$", i.base_name))]
         return max(runs, default=0) + 1
@@ -189,25 +279,51 @@ class ResultsStore:
     def writer(self, *, run: int, flush_seconds: float = 5.0, flush_rows: int = 5000) -> PartWriter:
         return PartWriter(self, run=run, flush_seconds=flush_seconds, flush_rows=flush_rows)
 
-    def read_rows(self, columns: Sequence[str] | None = None, *, filter=None) -> pa.Table:
-        """All rows of all readable part files (damaged ones warned about and skipped)."""
+    def read_rows(self, columns: Sequence[str] | None = None, *, filter: ds.Expression | None = None) -> pa.Table:
+        """The named columns of every readable row (re-run tasks appear more than once;
+        see latest_rows). Only these columns are decoded and ``filter`` is pushed down to
+        Parquet; columns missing from older part files read as nulls."""
+        columns = list(columns) if columns else list(ROW_SCHEMA.names)
+        empty = ROW_SCHEMA.empty_table().select(columns)
+        parts = self.part_files()
+        if not parts:
+            return empty
+        try:
+            return ds.dataset(parts, schema=ROW_SCHEMA, format="parquet", filesystem=self._loc.fs).to_table(
+                columns=columns, filter=filter
+            )
+        except (OSError, pa.ArrowException):
+            pass  # a file broke while being read: find it, file by file
         tables = []
-        for part in self.part_files():
+        for path in parts:
             try:
-                with self._loc.fs.open_input_file(part) as fh:
-                    table = pq.read_table(fh, columns=list(columns) if columns else None, filters=filter)
-            except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError) as exc:
-                warnings.warn(
-                    f"{part}: damaged part file skipped (left on disk; its tasks count as not done): {exc}",
-                    DamagedPartWarning,
-                    stacklevel=2,
+                tables.append(
+                    ds.dataset(path, schema=ROW_SCHEMA, format="parquet", filesystem=self._loc.fs).to_table(
+                        columns=columns, filter=filter
+                    )
                 )
-                continue
-            tables.append(table)
-        if not tables:
-            schema = ROW_SCHEMA if not columns else pa.schema([ROW_SCHEMA.field(c) for c in columns])
-            return schema.empty_table()
-        return pa.concat_tables(tables, promote_options="default")
+            except (OSError, pa.ArrowException) as exc:
+                self._skip(path, exc)
+        return pa.concat_tables(tables) if tables else empty
+
+    def load_ground_truth(self) -> dict[str, Any]:
+        """The COCO dict of ground_truth.json."""
+        path = self.path(GROUND_TRUTH_FILE)
+        try:
+            gt = json.loads(self.read_bytes(GROUND_TRUTH_FILE))
+        except FileNotFoundError:
+            raise ResultsError(
+                "ground_truth.json is missing (meta.json does not ask for reference evaluation)",
+                file=path,
+                key="evaluation",
+                allowed=EVALUATION_MODES,
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ResultsError(f"ground truth cannot be read: {exc}", file=path) from None
+        if not isinstance(gt, dict) or not isinstance(gt.get("images"), list) or not isinstance(gt.get("annotations"), list):
+            raise ResultsError("not a COCO dict with images and annotations", file=path)
+        gt.setdefault("categories", [])
+        return gt
 
     def task_status(self) -> dict[str, str]:
         """task_id → status of its latest row."""
@@ -223,19 +339,22 @@ class ResultsStore:
 
 
 def latest_rows(table: pa.Table) -> pa.Table:
-    """One row per task_id: the latest finished_at wins (a re-run supersedes a failure)."""
-    if table.num_rows == 0 or "finished_at" not in table.column_names:
+    """One row per task_id: the latest ``finished_at`` wins (a re-run replaces the old row,
+    a failed attempt is superseded by a later success); on equal times ``ok`` wins, then
+    the later part file. Needs the columns task_id, finished_at and status."""
+    n = table.num_rows
+    if n == 0 or pc.count_distinct(table.column("task_id")).as_py() == n:
         return table
-    idx = pa.array(range(table.num_rows))
-    order = pc.sort_indices(
-        pa.table({"t": table["task_id"], "f": table["finished_at"], "i": idx}),
-        sort_keys=[("t", "ascending"), ("f", "descending"), ("i", "descending")],
-    )
-    ordered = table.take(order)
-    ids = ordered["task_id"].to_numpy(zero_copy_only=False)
-    keep = np.ones(len(ids), dtype=bool)
-    keep[1:] = ids[1:] != ids[:-1]
-    return ordered.filter(keep)
+    ids = np.asarray(table.column("task_id").to_numpy(zero_copy_only=False), dtype=object)
+    finished = pc.cast(table.column("finished_at"), pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
+    ok = pc.fill_null(pc.equal(table.column("status"), "ok"), False).to_numpy(zero_copy_only=False)
+    codes, _ = pd.factorize(ids)
+    # lexsort: the last key is primary. Within a task, the last row after sorting wins.
+    order = np.lexsort((np.arange(n), ok, finished, codes))
+    sorted_codes = codes[order]
+    last = np.ones(n, dtype=bool)
+    last[:-1] = sorted_codes[1:] != sorted_codes[:-1]
+    return table.take(pa.array(np.sort(order[last])))
 
 
 class PartWriter:

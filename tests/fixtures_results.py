@@ -256,7 +256,7 @@ def write_store(
     boxes_per_image: int = 4,
     rows_per_part: int = 10_000,
     run: str = "r0",
-    evaluation: str = "ground_truth",
+    evaluation: str = "ground-truth",
     reference_score_threshold: float | None = None,
 ) -> SynthStore:
     """A results directory holding ``configs`` over ``n_images`` synthetic images."""

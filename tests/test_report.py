@@ -263,7 +263,7 @@ def test_delta_is_computed_on_the_images_both_finished(tmp_path):
 def test_report_is_saved_atomically_and_readable(tmp_path):
     store = write_store(tmp_path / "r", CONFIGS[:2], n_images=3)
     result = build_report(store.root)
-    assert result.path == store.root / REPORT_DIR / "configs.parquet"
+    assert result.path == str(store.root / REPORT_DIR / "configs.parquet")
     assert [p.name for p in (store.root / REPORT_DIR).iterdir()] == ["configs.parquet"]
     stored = load_report(store.root)
     assert stored["ap"].tolist() == pytest.approx(result.table["ap"].tolist())
