@@ -127,7 +127,7 @@ def _resolve_splits(spec: Spec, model: ModelSpec, graph: SplitGraph, key: str) -
                 raise type(exc)(exc.message, file=spec.file, key=f"{where}[{i}]", allowed=exc.allowed) from None
         return tuple(sorted(set(out)))
     stop = graph.num_nodes - 1 if splits.stop is None else min(splits.stop, graph.num_nodes - 1)
-    valid = {p.index for p in graph.split_points() if p.valid}
+    valid = set(graph.valid_splits())
     out = tuple(k for k in range(splits.start, stop + 1, splits.every) if k in valid)
     if not out:
         raise SplitError(
@@ -177,7 +177,7 @@ def plan_model(spec: Spec, model: ModelSpec, index: int, *, fetch_assets: bool =
         num_nodes=graph.num_nodes,
         splits=_resolve_splits(spec, model, graph, key),
         variants=_variants(spec, model, key),
-        adapter_canonical=canonical_json({"type": model.adapter_type, **adapter.settings}),
+        adapter_canonical=canonical_json({"type": model.adapter_type, **adapter.params()}),
     )
 
 
