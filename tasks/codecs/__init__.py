@@ -1,0 +1,105 @@
+"""Codec registry: what turns the tensors crossing a network cut into bytes and back.
+
+    setting("nncodec", {"qp": -38})          → CodecSetting (validated, defaults filled)
+    setting_grid("uniform", {"bits": [8, 4]}) → [CodecSetting, ...] (cartesian product)
+    build(setting)                            → Codec with encode(arrays) / decode(bytes)
+
+Built-in codecs: ``none`` (raw, bit-exact), ``float16``, ``bfloat16``, ``uniform``
+(2–16-bit min/max quantization), ``nncodec`` (NNCodec at an absolute QP); all but
+``nncodec`` take ``zstd: <level>`` for a lossless zstd stage. Every codec writes one
+self-describing byte string (see ``container``): ``coded_bytes = len(encode(arrays))``.
+Non-float tensors pass through losslessly in every codec; float16 tensors come back as
+float16.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import CodecError
+from ..registry import Registry
+from ..rows import CodecSetting
+from .base import REQUIRED, Codec, CodecInfo, Setting, qualified_key
+from .container import header_size
+from .floats import BFloat16Codec, Float16Codec, NoneCodec
+from .nnc import NncodecCodec
+from .uniform import UniformCodec
+
+__all__ = [
+    "Codec",
+    "CodecInfo",
+    "Setting",
+    "REQUIRED",
+    "CODECS",
+    "setting",
+    "setting_grid",
+    "build",
+    "names",
+    "describe",
+    "header_size",
+]
+
+CODECS: Registry[type[Codec]] = Registry("codec", CodecError)
+for _cls in (NoneCodec, Float16Codec, BFloat16Codec, UniformCodec, NncodecCodec):
+    CODECS.register(_cls.name)(_cls)
+del _cls
+
+
+def setting(
+    name: str, params: Mapping[str, Any] | None = None, *, file: str | None = None, key: str | None = None
+) -> CodecSetting:
+    """Validate a codec name and its settings; the result has every setting filled in."""
+    cls = CODECS.get(name, file=file, key=key)
+    return CodecSetting(name, cls.validate(params if params is not None else {}, file=file, key=key))
+
+
+def setting_grid(
+    name: str, params_with_lists: Mapping[str, Any] | None = None, *, file: str | None = None, key: str | None = None
+) -> list[CodecSetting]:
+    """Expand list values to their cartesian product, e.g. ``{"qp": [-38, -26]}`` → two settings.
+
+    Keys vary in sorted order (the last key fastest), values in the order written;
+    a setting that appears twice (``[8, 8]``, or a default spelled out) is kept once.
+    """
+    cls = CODECS.get(name, file=file, key=key)
+    if not isinstance(params_with_lists, (Mapping, type(None))):
+        raise CodecError(
+            f"settings of codec {name!r} must be a mapping, got {type(params_with_lists).__name__}",
+            file=file,
+            key=key,
+        )
+    params = dict(params_with_lists or {})
+    axes = []
+    for k in sorted(params, key=str):
+        values = params[k]
+        if isinstance(values, (list, tuple)):
+            if not values:
+                raise CodecError(
+                    f"codec {name!r} setting {k!r} lists no values", file=file, key=qualified_key(key, str(k))
+                )
+            axes.append([(k, v) for v in values])
+        else:
+            axes.append([(k, values)])
+    out: list[CodecSetting] = []
+    for combo in itertools.product(*axes):
+        s = CodecSetting(name, cls.validate(dict(combo), file=file, key=key))
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def build(codec_setting: CodecSetting) -> Codec:
+    """A ready codec; the settings are validated again (they may come from a stored row)."""
+    cls = CODECS.get(codec_setting.codec)
+    return cls(codec_setting.params)
+
+
+def names() -> list[str]:
+    return CODECS.names()
+
+
+def describe() -> list[CodecInfo]:
+    """Every codec with its settings (type, default, allowed values, meaning) and losslessness."""
+    return [CODECS.get(n).info() for n in CODECS.names()]
