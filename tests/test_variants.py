@@ -111,7 +111,9 @@ def detector():
 
 
 def test_registry_names_and_errors():
-    assert {"fp32", "fp16", "int8-dynamic", "int8-static", "prune-magnitude", "prune-filters"} <= set(VARIANTS)
+    assert set(VARIANTS) == {
+        "fp32", "fp16", "int8-dynamic", "int8-static", "prune-magnitude", "prune-filters", "nncodec-weights"
+    }
     with pytest.raises(VariantError, match="did you mean 'prune-filters'") as err:
         variant("prune-filter", file="sweep.yaml", key="variants[2]")
     assert "int8-static" in str(err.value) and err.value.file == "sweep.yaml"
@@ -404,3 +406,43 @@ def test_filter_pruning_refuses_when_nothing_can_be_pruned():
     assert "body: feeds Add residual together with another activation" in message
     assert "head: its channels reach graph output 'y'" in message
     assert isinstance(err.value, SplitsweepError)
+
+
+# --- NNCodec-coded weights ----------------------------------------------------------
+
+
+def test_nncodec_weights_error_within_the_step(detector):
+    from tasks.codecs.nnc import step_size
+
+    before = {i.name: numpy_helper.to_array(i) for i in detector.graph.initializer}
+    sizes = []
+    for qp in (-40, -32, -24, -16):
+        delta = 2.0 ** (qp / 4)
+        assert step_size(qp) == delta  # at QPs divisible by 4 the step is exactly 2^(qp/4)
+        for use_dq in (False, True):
+            built = variant("nncodec-weights", {"qp": qp, "use_dq": use_dq}).build(detector)
+            after = {i.name: numpy_helper.to_array(i) for i in built.model.graph.initializer}
+            err = max(float(np.abs(after[n] - before[n]).max()) for n in _PRUNABLE)
+            # Plain uniform quantization rounds to the nearest level: at most Δ/2. With
+            # dependent quantization each of the two interleaved quantizers has step 2Δ
+            # and the trellis may pick the other level: measured 1.3–1.7Δ, bounded by 2Δ.
+            bound = 2 * delta if use_dq else delta / 2 * (1 + 1e-5)
+            assert err <= bound
+            assert err > (0.25 * delta if qp > -40 else 0)  # it did quantize
+            assert np.abs(after["b1"] - before["b1"]).max() < 1e-5  # biases: near lossless
+            np.testing.assert_array_equal(after["scales"], before["scales"])  # geometry untouched
+            assert built.transmission_bytes < built.file_bytes
+            if use_dq:
+                sizes.append(built.transmission_bytes)
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
+    feeds = _feeds(1, seed=4)[0]
+    fine = variant("nncodec-weights", {"qp": -40}).build(detector)
+    assert _rel_err(_run(fine.model_bytes, feeds), _run(detector, feeds)) < 0.01
+
+
+def test_nncodec_weights_refuses_a_graph_without_weights():
+    model = _finish([helper.make_node("Relu", ["x"], ["y"])], [("x", [1, 4])], ["y"], {})
+    with pytest.raises(VariantError, match="no float weight initializer"):
+        variant("nncodec-weights").build(model)
+    with pytest.raises(VariantError, match="out of range"):
+        variant("nncodec-weights", {"qp": 200})

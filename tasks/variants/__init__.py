@@ -17,6 +17,7 @@ from ..errors import VariantError
 from ..registry import Registry
 from .base import Calibration, Option, Transformed, Variant, VariantModel, variant_key_digest
 from .fp16 import Fp16, Fp32
+from .nncodec_weights import NncodecWeights
 from .prune import PruneFilters, PruneMagnitude
 from .quantize import Int8Dynamic, Int8Static
 
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 VARIANTS: Registry[type[Variant]] = Registry("model variant", VariantError)
-for _family in (Fp32, Fp16, Int8Dynamic, Int8Static, PruneMagnitude, PruneFilters):
+for _family in (Fp32, Fp16, Int8Dynamic, Int8Static, PruneMagnitude, PruneFilters, NncodecWeights):
     VARIANTS.register(_family.name)(_family)
 
 
