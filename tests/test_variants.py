@@ -132,9 +132,10 @@ def test_registry_names_and_errors():
 
 def test_labels_and_canonical_settings():
     assert variant_label("int8-static", {"images": 8}) == "int8-static minmax n=8"
-    assert variant_label("int8-static", {"method": "Entropy", "images": 4, "per_channel": True}) == (
-        "int8-static entropy n=4 per-channel"
+    assert variant_label("int8-static", {"method": "Entropy", "images": 4, "per_channel": False}) == (
+        "int8-static entropy n=4 per-tensor"
     )
+    assert variant_label("nncodec-weights", {"qp": -24, "relative": True}) == "nncodec-weights qp=-24·σ"
     assert variant_label("prune-filters", {"ratio": 0.25}) == "prune-filters 25%"
     assert variant_label("prune-magnitude", {"sparsity": 0.9}) == "prune-magnitude 90%"
     assert variant_label("fp16") == "fp16"
@@ -235,6 +236,7 @@ def test_int8_static_calibration_sets_the_scales(detector):
     assert sb["x_scale"] == pytest.approx(3 / 255, rel=0.01)
     assert not np.array_equal(sa["a2_scale"], sb["a2_scale"])
     assert np.array_equal(sa["w1_scale"], sb["w1_scale"])  # weight scales do not depend on data
+    assert sa["w1_scale"].shape == (16,)  # per output channel by default
     assert any(n.op_type == "QuantizeLinear" for n in a.model.graph.node)
     assert {i.data_type for i in a.model.graph.initializer if i.name.startswith("w1")} >= {TensorProto.INT8}
     assert a.macs == count_macs(detector).total_macs
@@ -446,3 +448,27 @@ def test_nncodec_weights_refuses_a_graph_without_weights():
         variant("nncodec-weights").build(model)
     with pytest.raises(VariantError, match="out of range"):
         variant("nncodec-weights", {"qp": 200})
+
+
+def test_nncodec_weights_relative_qp_follows_each_tensors_scale():
+    from tasks.codecs.nnc import step_size
+
+    model = small_detector()
+    for init in model.graph.initializer:  # a layer 1000× smaller than the rest, as BN folding makes
+        if init.name == "w2":
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1e-3, "w2"))
+    before = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    absolute = variant("nncodec-weights", {"qp": -20}).build(model)
+    after = {i.name: numpy_helper.to_array(i) for i in absolute.model.graph.initializer}
+    assert not after["w2"].any()  # one absolute step (0.03) wipes the small layer out
+    relative = variant("nncodec-weights", {"qp": -20, "relative": True})
+    built = relative.build(model)
+    after = {i.name: numpy_helper.to_array(i) for i in built.model.graph.initializer}
+    qps = relative.tensor_qps({n: before[n] for n in _PRUNABLE})
+    for name in _PRUNABLE:
+        sigma = before[name].std()
+        # Adjacent NNR steps differ by at most 1.25×, so the nearest is within √1.25 ≈ 1.118.
+        assert abs(np.log(step_size(qps[name]) / (2 ** (-20 / 4) * sigma))) <= np.log(1.25) / 2 + 1e-9
+        assert np.abs(after[name] - before[name]).max() <= 2 * step_size(qps[name])
+    assert qps["w2"] < qps["w1"] - 30  # about 4·log2(1000) ≈ 40 QPs finer
+    assert np.corrcoef(after["w2"].ravel(), before["w2"].ravel())[0, 1] > 0.9
