@@ -266,6 +266,30 @@ def test_int8_static_needs_matching_calibration(detector):
         variant("int8-static", {"images": 1}).build(detector, calibration=[{"x": np.zeros((1, 3, 32, 32))}])
 
 
+def test_int8_static_leaves_minus_inf_padding_in_float():
+    # TF "SAME" max-pooling converts to Pad(value=-inf) + MaxPool: an int8 range reaching
+    # -inf has a NaN scale, so those nodes stay float and every scale is finite.
+    rng = np.random.default_rng(0)
+    inits = {
+        "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+        "ninf": np.array([-np.inf], np.float32),
+        "w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Pad", ["x", "pads", "ninf"], ["p"], mode="constant", name="pad"),
+        helper.make_node("MaxPool", ["p"], ["m"], kernel_shape=[3, 3], name="pool"),
+        helper.make_node("Conv", ["m", "w"], ["y"], pads=[1, 1, 1, 1], name="conv"),
+    ]
+    model = _finish(nodes, [("x", [1, 3, 32, 32])], ["y"], inits)
+    feeds = _feeds(2, seed=0)
+    built = variant("int8-static", {"images": 2}).build(model, calibration=feeds)
+    for init in built.model.graph.initializer:
+        if init.name.endswith("scale"):
+            assert np.isfinite(numpy_helper.to_array(init)).all() and (numpy_helper.to_array(init) > 0).all()
+    assert "left in float (inf/NaN constants): pad, pool" in built.notes[-1]
+    assert _rel_err(_run(built.model_bytes, feeds[0]), _run(model, feeds[0])) < 0.05
+
+
 def test_int8_dynamic_shrinks_matmul_weights():
     model = mlp()
     built = variant("int8-dynamic").build(model)

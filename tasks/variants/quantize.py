@@ -85,9 +85,41 @@ class Int8Dynamic(Variant):
             ),
         )
         notes = _quantized_ops(model, quantized)
+        _check_scales(quantized, self.label())
         if len(quantized.graph.node) == len(model.graph.node):
             raise VariantError(f"{self.label()}: onnxruntime's quantizer changed no node of this graph", key=self.key)
         return Transformed(model=quantized, notes=notes)
+
+
+def _non_finite_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes a QDQ quantizer must leave in float: those with an inf/NaN constant input
+    (a Pad with value -inf before a MaxPool, as TF's SAME max-pooling converts) and their
+    consumers, whose input range then reaches -inf: int8 scales of such ranges are NaN."""
+    bad = {
+        i.name
+        for i in model.graph.initializer
+        if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+        and not np.isfinite(onnx.numpy_helper.to_array(i)).all()
+    }
+    if not bad:
+        return []
+    first = [n for n in model.graph.node if bad & set(n.input)]
+    outputs = {o for n in first for o in n.output}
+    second = [n for n in model.graph.node if outputs & set(n.input)]
+    return [n.name for n in first + second if n.name]
+
+
+def _check_scales(model: onnx.ModelProto, label: str) -> None:
+    """A NaN/inf/zero scale silently turns a tensor into garbage: refuse the variant instead."""
+    bad = [
+        i.name
+        for i in model.graph.initializer
+        if i.name.endswith("scale")
+        and i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+        and not (np.isfinite(a := onnx.numpy_helper.to_array(i)).all() and (a > 0).all())
+    ]
+    if bad:
+        raise VariantError(f"{label}: quantization produced non-finite or zero scales: {', '.join(bad[:5])}")
 
 
 class _Feeds:
@@ -228,9 +260,15 @@ class Int8Static(Variant):
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
                 calibration_cache_path=cache,
+                nodes_to_exclude=excluded,
             )
 
+        excluded = _non_finite_nodes(model)
         quantized = _run_quantizer(model, quantize)
         if not any(n.op_type == "QuantizeLinear" for n in quantized.graph.node):
             raise VariantError(f"{self.label()}: onnxruntime's quantizer found nothing to quantize", key=self.key)
-        return Transformed(model=quantized, notes=_quantized_ops(model, quantized))
+        _check_scales(quantized, self.label())
+        notes = _quantized_ops(model, quantized)
+        if excluded:
+            notes += (f"left in float (inf/NaN constants): {', '.join(excluded)}",)
+        return Transformed(model=quantized, notes=notes)
