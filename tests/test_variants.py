@@ -397,6 +397,41 @@ def test_filter_pruning_ties_go_to_the_lower_index():
     np.testing.assert_array_equal(kept[:, :, 0, 0], [[1.0, -2.0], [-4.0, 0.0], [0.0, 1.0]])
 
 
+def test_filter_pruning_follows_hard_swish():
+    # hard-swish x · relu6(x + 3) / 6 joins two tensors of the same conv: still prunable,
+    # and hswish(0) = 0, so the result equals the original with those filters zeroed.
+    rng = np.random.default_rng(2)
+    inits = {
+        "w1": rng.normal(size=(6, 3, 3, 3)).astype(np.float32), "b1": rng.normal(size=6).astype(np.float32),
+        "three": np.array(3, np.float32), "lo": np.array(0, np.float32), "hi": np.array(6, np.float32),
+        "six": np.array(6, np.float32), "w2": rng.normal(size=(2, 6, 1, 1)).astype(np.float32),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Add", ["c", "three"], ["a"]),
+        helper.make_node("Clip", ["a", "lo", "hi"], ["r"]),
+        helper.make_node("Mul", ["c", "r"], ["m"]),
+        helper.make_node("Div", ["m", "six"], ["h"]),
+        helper.make_node("Conv", ["h", "w2"], ["y"], name="conv2"),
+    ]
+    model = _finish(nodes, [("x", [1, 3, 8, 8])], ["y"], inits)
+    built = variant("prune-filters", {"ratio": 0.5}).build(model)
+    norms = np.abs(inits["w1"]).sum(axis=(1, 2, 3))
+    removed = sorted(np.argsort(norms, kind="stable")[:3].tolist())
+    got = {i.name: numpy_helper.to_array(i) for i in built.model.graph.initializer}
+    np.testing.assert_array_equal(got["w1"], np.delete(inits["w1"], removed, axis=0))
+    np.testing.assert_array_equal(got["w2"], np.delete(inits["w2"], removed, axis=1))
+    zeroed = onnx.ModelProto()
+    zeroed.CopyFrom(model)
+    for init in zeroed.graph.initializer:
+        if init.name in ("w1", "b1"):
+            array = numpy_helper.to_array(init).copy()
+            array[removed] = 0
+            init.CopyFrom(numpy_helper.from_array(array, init.name))
+    x = np.random.default_rng(1).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(_run(built.model_bytes, {"x": x})[0], _run(zeroed, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
 def test_filter_pruning_through_bn_and_depthwise(detector):
     built = variant("prune-filters", {"ratio": 0.25}).build(detector)
     onnx.checker.check_model(built.model, full_check=True)

@@ -194,6 +194,9 @@ def _plan(g: _Graph, k: int) -> _Plan | str:
         plan.slices.append((node.input[2], 0))
     frontier = [node.output[0]]
     seen: set[str] = set()
+    # Activations met as the other operand of an elementwise op (hard-swish's x · relu6(x + 3)):
+    # fine if they turn out to lie in this same region, checked once the region is known.
+    partners: list[tuple[str, str]] = []
     while frontier:
         tensor = frontier.pop()
         if tensor in seen:
@@ -219,7 +222,8 @@ def _plan(g: _Graph, k: int) -> _Plan | str:
             elif op in _BROADCAST_BINARY:
                 for _, n in others:
                     if n not in g.consts:
-                        return f"feeds {where} together with another activation"
+                        partners.append((n, where))
+                        continue
                     axis = _channel_axis(g.consts[n], rank)
                     if axis is None or g.consts[n][axis] == 1:
                         continue
@@ -279,6 +283,9 @@ def _plan(g: _Graph, k: int) -> _Plan | str:
                 frontier.append(consumer.output[0])
             else:
                 return f"feeds {where}, which cannot be adjusted to fewer channels"
+    for tensor, where in partners:
+        if tensor not in seen:
+            return f"feeds {where} together with another activation"
     return plan
 
 
@@ -296,9 +303,10 @@ class PruneFilters(Variant):
     From a pruned conv, the removed channels are followed through its bias, per-channel
     ops (activations, pooling, BatchNormalization, Add/Mul with per-channel constants)
     and depthwise convs (their channels and ``group`` shrink too) to every consuming
-    regular conv, whose input channels are removed. Convs whose channels reach an
-    Add/Concat/Mul of two activations, a Reshape, a graph output or anything else are left
-    alone. Output shapes are unchanged.
+    regular conv, whose input channels are removed; elementwise ops joining two tensors
+    of the same region (hard-swish: x · relu6(x + 3)) are followed too. Convs whose
+    channels meet another conv's channels (residual Add, Concat, squeeze-excitation Mul),
+    a Reshape, a graph output or anything else are left alone. Output shapes are unchanged.
     """
 
     name = "prune-filters"
