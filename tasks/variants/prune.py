@@ -311,7 +311,9 @@ class PruneFilters(Variant):
 
     name = "prune-filters"
     options = {
-        "ratio": Option(0.25, float, "fraction of each prunable conv's filters removed", minimum=0.0, maximum=1.0, exclusive=True),
+        "ratio": Option(
+            0.25, float, "fraction of each prunable conv's filters removed", minimum=0.0, maximum=1.0, exclusive=True
+        ),
     }
 
     def label(self) -> str:
@@ -340,7 +342,8 @@ class PruneFilters(Variant):
                 plans.append(plan)
         if not plans:
             shown = "; ".join(refused[:8]) + (f"; … {len(refused) - 8} more" if len(refused) > 8 else "")
-            raise VariantError(f"{self.label()}: no convolution can be pruned: {shown or 'the graph has no Conv'}", key=self.key)
+            reasons = shown or "the graph has no Conv"
+            raise VariantError(f"{self.label()}: no convolution can be pruned: {reasons}", key=self.key)
 
         arrays = {name: numpy_helper.to_array(init) for name, init in g.inits.items()}
         pruned: list[str] = []

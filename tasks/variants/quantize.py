@@ -15,6 +15,7 @@ from .base import Calibration, Option, Transformed, Variant
 
 __all__ = ["Int8Dynamic", "Int8Static"]
 
+
 def _run_quantizer(model: onnx.ModelProto, quantize) -> onnx.ModelProto:
     """Run an onnxruntime quantizer that only writes its result to a path.
 
@@ -51,9 +52,12 @@ class Int8Dynamic(Variant):
     """Weights quantized to int8 ahead of time, activations quantized at run time.
 
     By default only MatMul and Gemm weights (MatMulInteger; onnxruntime's quantizer
-    rewrites a Gemm with constant B as MatMulInteger + Add); a convolutional detector
-    then barely changes. ``conv: true`` also turns Conv into ConvInteger with a
-    DynamicQuantizeLinear of each conv's input, run on onnxruntime's CPU ConvInteger kernel.
+    rewrites a Gemm with constant B as MatMulInteger + Add); a purely convolutional
+    detector has none, and the variant fails with VariantError. ``conv: true`` also turns
+    Conv into ConvInteger with a DynamicQuantizeLinear of each conv's input: on the demo
+    CenterNet that is about 8× slower on CPU than fp32 (onnxruntime's ConvInteger kernel
+    is not its optimized QLinearConv path) and loses the detections; int8-static is the
+    variant for conv detectors.
     """
 
     name = "int8-dynamic"
@@ -205,8 +209,10 @@ class Int8Static(Variant):
     ``images`` feeds (the first N of the calibration set the caller passes) are run
     through the model; ``method`` turns the observed activations into ranges: minmax
     (observed extremes), entropy (KL-divergence threshold: 2048-bin histograms searched
-    for the best 128-bin range, as TensorRT does), percentile (99.999th percentile of |x|). Activations default to uint8 with int8 weights, the
-    combination onnxruntime recommends for x86 CPUs. Weight scales are per output
+    for the best 128-bin range, as TensorRT does; slow: ~2.5 min on the demo CenterNet
+    with 8 images on 2 cores), percentile (99.999th percentile of |x|). Activations
+    default to uint8 with int8 weights, the combination onnxruntime recommends for x86
+    CPUs. Weight scales are per output
     channel by default: with BN folded into conv weights, channel ranges differ so much
     that one scale per tensor ruins MobileNet-style detectors (none of the demo
     CenterNet's top-20 heatmap peaks survive per-tensor minmax; 15 do per channel).
