@@ -182,9 +182,21 @@ def _entropy_ranges(model: onnx.ModelProto, feeds: list[dict], tmp: str) -> str:
     and the ranges handed to quantize_static through its calibration cache (a file in
     the caller's temporary directory).
     """
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator
-    from onnxruntime.quantization.calibrate import save_tensors_data
+    import inspect
+
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator, quantize_static
+    from onnxruntime.quantization import calibrate as ort_calibrate
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        import onnxruntime
+
+        raise VariantError(
+            f"entropy calibration needs an onnxruntime whose quantize_static takes calibration_cache_path "
+            f"(1.31 has it; this is {onnxruntime.__version__})",
+            key="method",
+            allowed=("minmax", "percentile"),
+        )
 
     source = os.path.join(tmp, "calibration-source.onnx")
     onnx.save_model(model, source)
@@ -199,7 +211,7 @@ def _entropy_ranges(model: onnx.ModelProto, feeds: list[dict], tmp: str) -> str:
     ranges = calibrator.compute_data()
     del calibrator
     cache = os.path.join(tmp, "ranges.json")
-    save_tensors_data(ranges, cache)
+    ort_calibrate.save_tensors_data(ranges, cache)
     return cache
 
 
