@@ -144,7 +144,7 @@ def _variants(spec: Spec, model: ModelSpec, key: str) -> tuple[VariantRef, ...]:
     for i, (name, settings) in enumerate(model.variant_entries()):
         where = f"{key}.variants[{i}]"
         v = variant_registry.variant(name, settings, file=spec.file, key=where)
-        label = name if not settings else name + "[" + ",".join(f"{k}={settings[k]}" for k in sorted(settings)) + "]"
+        label = v.label()
         if label in labels:
             raise SpecError(f"variant {label!r} listed twice", file=spec.file, key=where)
         labels.add(label)
@@ -268,7 +268,11 @@ def build_plan(spec: Spec, *, fetch_assets: bool = True, dataset: Dataset | None
     settings = codec_settings(spec)
     models = tuple(plan_model(spec, m, i, fetch_assets=fetch_assets) for i, m in enumerate(spec.models))
     if dataset is None:
-        dataset = make_dataset(spec.dataset.model_dump(exclude_none=True), spec_file=spec.file, base_dir=str(spec.base_dir))
+        config = spec.dataset.model_dump(exclude_none=True)
+        for key in ("images", "annotations", "path"):
+            if key in config:
+                config[key] = spec.resolve(config[key])
+        dataset = make_dataset(config, spec_file=spec.file)
     records = tuple(dataset.records())
     if not records:
         raise SpecError("the dataset has no images", file=spec.file, key="dataset")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -36,6 +36,7 @@ class SweepOptions:
     retry_failed: bool = False
     num_cpus: int | None = None  # local Ray only (tests start a smaller one)
     stream: TextIO | None = None
+    on_rows: Callable[[list[dict]], None] | None = None  # called as each unit's rows are stored
 
 
 @dataclass
@@ -151,6 +152,7 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, ru
             threads=spec.execution.threads,
             max_in_flight=spec.execution.max_in_flight,
             retries=spec.execution.retries,
+            on_rows=options.on_rows,
         )
     finally:
         progress.close()

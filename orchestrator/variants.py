@@ -1,16 +1,32 @@
-"""Builds each model variant once per sweep (cached by content hash in the results store)."""
+"""Builds each model variant once per sweep (cached by content hash in the results store),
+maps the sweep's split points onto each variant's nodes, and records what each costs."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import functools
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import onnx
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks import detectors
+from tasks import variants as variant_registry
+from tasks.errors import SplitsweepError
+from tasks.graph import SplitGraph
+from tasks.images import decode_image
+from tasks.macs import count_macs, measure_latency, split_macs
+from tasks.work import describe_error
+
 from .schema import VARIANTS_DIR
 
-__all__ = ["VariantBuild", "build_variants"]
+__all__ = ["VariantBuild", "build_variants", "map_splits", "VARIANT_TABLE", "SPLIT_TABLE"]
+
+VARIANT_TABLE = f"{VARIANTS_DIR}/variants.parquet"
+SPLIT_TABLE = f"{VARIANTS_DIR}/splits.parquet"
 
 
 @dataclass
@@ -21,18 +37,157 @@ class VariantBuild:
     model_bytes: bytes | None
     split_map: dict[int, int] = field(default_factory=dict)
     cost: dict[str, Any] = field(default_factory=dict)
+    splits: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
 
+def map_splits(base: onnx.ModelProto, variant: onnx.ModelProto, splits: list[int]) -> dict[int, int]:
+    """Sweep split k (a node index of the fp32 model) → the variant's node index.
+
+    Variants keep tensor names but not node indices (fp16 adds Casts, QDQ adds hundreds
+    of nodes), so the cut follows the tensor node k produces. Where that tensor's only
+    reader in the variant is a QuantizeLinear, the cut moves after it: the device sends
+    the int8 tensor, as a quantized deployment would. Splits without a counterpart are
+    left out (their tasks fail with that reason).
+    """
+    producer = {out: i for i, node in enumerate(variant.graph.node) for out in node.output if out}
+    readers: dict[str, list[int]] = {}
+    for i, node in enumerate(variant.graph.node):
+        for name in node.input:
+            readers.setdefault(name, []).append(i)
+    out = {}
+    for k in splits:
+        names = [n for n in base.graph.node[k].output if n]
+        found = [producer[n] for n in names if n in producer]
+        if not found:
+            continue
+        index = max(found)
+        consumers = readers.get(variant.graph.node[index].output[0], [])
+        if len(consumers) == 1 and variant.graph.node[consumers[0]].op_type == "QuantizeLinear":
+            index = consumers[0]
+        out[k] = index
+    return out
+
+
 def build_variants(plan, store, *, out: TextIO) -> dict[str, VariantBuild]:
-    """fp32 is the model file itself; other variants come from tasks.variants (see there)."""
-    builds: dict[str, VariantBuild] = {}
+    """fp32 is the model file itself; the others are built as Ray tasks (in parallel, on
+    the cluster's CPUs), or taken from the store when this content was built before."""
+    import ray
+
+    pending, builds = {}, {}
+    records = list(plan.records)
     for m in plan.models:
         data = Path(m.path).read_bytes()
+        base = onnx.load_from_string(data)
+        model_ref = None
         for v in m.variants:
             key = f"{m.name}/{v.label}"
+            v_obj = variant_registry.variant(v.name, v.params)
+            calib = v_obj.calibration_used([r.image_id for r in records]) if v_obj.uses_calibration else []
+            digest = variant_registry.variant_key(data, v.name, v.params, calib)
+            cached = f"{VARIANTS_DIR}/{digest}.onnx"
+            meta_file = f"{VARIANTS_DIR}/{digest}.json"
             if v.name == "fp32":
-                builds[key] = VariantBuild(key, data, {s: s for s in m.splits})
+                pending[key] = (None, m, v, base, data, digest)
                 continue
-            builds[key] = VariantBuild(key, None, error=f"variant {v.name!r} is not available yet")
+            if store.exists(cached) and store.exists(meta_file):
+                info = store.read_json(meta_file)
+                pending[key] = (None, m, v, base, store.read_bytes(cached), digest, info)
+                continue
+            if model_ref is None:
+                model_ref = ray.put(data)
+            images = [plan.dataset.image_bytes(r) for r in records if r.image_id in set(calib)]
+            out.write(f"variants: building {m.name} {v.label}" + (f" (calibration: {len(images)} images)" if images else "") + "\n")
+            ref = _build_task().remote(model_ref, v.name, dict(v.params), m.spec.adapter_type, dict(m.spec.adapter_settings), images)
+            pending[key] = (ref, m, v, base, None, digest)
+    for key, entry in pending.items():
+        ref, m, v, base, data, digest = entry[:6]
+        info: dict[str, Any] = entry[6] if len(entry) > 6 else {}
+        if ref is not None:
+            result = ray.get(ref)
+            if isinstance(result, str):
+                builds[key] = VariantBuild(key, None, error=result, cost={"model": m.name, "variant": v.label, "error": result})
+                out.write(f"variants: {key} failed: {result}\n")
+                continue
+            data, info = result
+            store.write_bytes(f"{VARIANTS_DIR}/{digest}.onnx", data)
+            store.write_json(f"{VARIANTS_DIR}/{digest}.json", info)
+        builds[key] = _finish(key, m, v, base, data, info, digest)
+    _write_tables(store, builds)
     return builds
+
+
+def _finish(key, m, v, base: onnx.ModelProto, data: bytes, info: dict, digest: str) -> VariantBuild:
+    model = base if v.name == "fp32" else onnx.load_from_string(data)
+    split_map = map_splits(base, model, list(m.splits))
+    input_shapes = {k: tuple(s) for k, s in (m.spec.input_shapes or {}).items()} or None
+    try:
+        cost = count_macs(model, input_shapes=input_shapes)
+        macs = cost.total_macs
+        per_split = {k: split_macs(cost, idx) for k, idx in split_map.items()}
+    except SplitsweepError:
+        macs, per_split = None, {}
+    splits = [
+        {"model": m.name, "variant": v.label, "split": k, "variant_split": split_map.get(k),
+         "head_macs": per_split[k].head_macs if k in per_split else None,
+         "tail_macs": per_split[k].tail_macs if k in per_split else None}
+        for k in m.splits
+    ]
+    row = {
+        "model": m.name, "variant": v.label, "family": v.name, "settings": v.canonical, "key": digest,
+        "file_bytes": info.get("file_bytes", len(data)),
+        "transmission_bytes": info.get("transmission_bytes", len(_zlib(data))),
+        "transmission": info.get("transmission", "zlib-6"),
+        "params": info.get("params"), "nonzero_params": info.get("nonzero_params"),
+        "macs": macs, "build_s": info.get("build_s", 0.0), "notes": "; ".join(info.get("notes", [])), "error": None,
+    }
+    if v.name == "fp32":
+        from tasks.macs import count_params
+
+        p = count_params(model)
+        row.update(params=p.params, nonzero_params=p.nonzero_params)
+    return VariantBuild(key, data, split_map, row, splits)
+
+
+def _zlib(data: bytes) -> bytes:
+    import zlib
+
+    return zlib.compress(data, 6)
+
+
+def _write_tables(store, builds: dict[str, VariantBuild]) -> None:
+    rows = [b.cost for b in builds.values()]
+    split_rows = [s for b in builds.values() for s in b.splits]
+    for relpath, table_rows in ((VARIANT_TABLE, rows), (SPLIT_TABLE, split_rows)):
+        if not table_rows:
+            continue
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(table_rows), buf)
+        store.write_bytes(relpath, buf.getvalue())
+
+
+def _build_one(model_bytes: bytes, name: str, settings: dict, adapter: str, adapter_settings: dict, images: list[bytes]):
+    """Runs on a Ray worker: (model bytes, cost info) or the error text."""
+    try:
+        v = variant_registry.variant(name, settings)
+        calibration = None
+        if images:
+            ad = detectors.adapter(adapter, adapter_settings)
+            calibration = [dict(ad.preprocess(decode_image(img, name=f"calibration image {i}")).feeds) for i, img in enumerate(images)]
+        built = v.build(model_bytes, calibration=calibration)
+    except Exception as exc:  # noqa: BLE001 - a variant that cannot be built fails alone
+        return describe_error(exc)
+    info = {
+        "file_bytes": built.file_bytes, "transmission_bytes": built.transmission_bytes, "transmission": built.transmission,
+        "params": built.params, "nonzero_params": built.nonzero_params, "macs": built.macs,
+        "build_s": built.build_s, "notes": list(built.notes),
+    }
+    return built.model_bytes, info
+
+
+@functools.cache
+def _build_task():
+    """The Ray task, made on first use so that importing this module needs no Ray."""
+    import ray
+
+    return ray.remote(num_cpus=1)(_build_one)

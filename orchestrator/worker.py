@@ -70,8 +70,7 @@ class SweepWorker:
     def _load(self, payload: ModelPayload):
         if payload.key not in self._models:
             data = payload.source if isinstance(payload.source, (bytes, bytearray)) else self._fetch(payload.source)
-            split_map = dict(payload.split_map or {})
-            splits = tuple(split_map.get(s, s) for s in payload.splits)
+            splits = tuple(_variant_split(payload, s) for s in payload.splits if _variant_split(payload, s) is not None)
             runner = SplitRunner(bytes(data), splits, threads=self.threads, input_shapes=payload.input_shapes)
             adapter = detectors.adapter(payload.adapter, dict(payload.adapter_settings))
             self._models[payload.key] = (runner, adapter, payload)
@@ -90,9 +89,17 @@ class SweepWorker:
                 height, width = rgb.shape[:2]
                 head = run_head(runner, adapter, rgb)
                 self._head = (key, head, width, height)
-            split_map = payload.split_map or {}
-            tasks = [(t.split if t.split == NO_SPLIT else split_map.get(t.split, t.split), t.setting) for t in unit.tasks]
-            outcomes = run_tasks(runner, adapter, head, tasks)
+            runnable = [t for t in unit.tasks if t.split == NO_SPLIT or _variant_split(payload, t.split) is not None]
+            done = run_tasks(
+                runner, adapter, head,
+                [(t.split if t.split == NO_SPLIT else _variant_split(payload, t.split), t.setting) for t in runnable],
+            )
+            by_id = {t.task_id: o for t, o in zip(runnable, done)}
+            outcomes = [
+                by_id.get(t.task_id)
+                or TaskOutcome(t.split, t.setting, None, None, f"split {t.split} has no counterpart in variant {payload.variant!r}")
+                for t in unit.tasks
+            ]
         except Exception as exc:  # noqa: BLE001 - the unit's rows carry the error
             return failed_rows(unit, payload, describe_error(exc), worker=self.name)
         now = dt.datetime.now(dt.timezone.utc)
@@ -100,6 +107,13 @@ class SweepWorker:
             _row(unit, payload, task, outcome, width=width, height=height, worker=self.name, now=now)
             for task, outcome in zip(unit.tasks, outcomes)
         ]
+
+
+def _variant_split(payload: ModelPayload, split: int) -> int | None:
+    """The variant's own node index for a sweep split (identity where no map is given)."""
+    if payload.split_map is None:
+        return split
+    return payload.split_map.get(split)
 
 
 def _fetch_ref(source: Sequence[Any]) -> bytes:
