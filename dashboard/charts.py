@@ -104,8 +104,13 @@ def rate_accuracy_chart(
     ringed, and the uncompressed accuracy as dashed horizontal rules."""
     metric_title = f"{METRICS.get(metric, metric)} (points)"
     x_enc = alt.X(f"{x}:Q", scale=alt.Scale(type="log"), title=X_AXES[x])
-    y_enc = alt.Y(f"{metric}:Q", title=metric_title, scale=alt.Scale(zero=False))
-    color = alt.Color("group:N", title=group, sort=_group_sort(points, group))
+    y_enc = alt.Y(f"{metric}:Q", title=metric_title, scale=alt.Scale(zero=False, padding=14))
+    color = alt.Color("group:N", title=group, sort=_group_sort(points, group), scale=alt.Scale(scheme="tableau10"))
+    # The other curve identity as the line's dash and the point's shape, so two curves of
+    # one colour (two codecs at one split) stay apart.
+    other = "codec" if group != "codec" else "split"
+    dash = alt.StrokeDash(f"{other}:N", title=other)
+    shape = alt.Shape(f"{other}:N", title=other)
     tooltip = [
         alt.Tooltip("model:N"),
         alt.Tooltip("variant:N"),
@@ -119,8 +124,12 @@ def rate_accuracy_chart(
         alt.Tooltip("on_front:N", title="Pareto"),
     ]
     base = alt.Chart(points)
-    lines = base.mark_line(strokeWidth=1.5).encode(x=x_enc, y=y_enc, color=color, detail="curve:N", order=f"{x}:Q")
-    dots = base.mark_circle(size=55, opacity=0.9).encode(x=x_enc, y=y_enc, color=color, tooltip=tooltip)
+    lines = base.mark_line(strokeWidth=1.5).encode(
+        x=x_enc, y=y_enc, color=color, strokeDash=dash, detail="curve:N", order=f"{x}:Q"
+    )
+    dots = base.mark_point(size=55, filled=True, opacity=0.9).encode(
+        x=x_enc, y=y_enc, color=color, shape=shape, tooltip=tooltip
+    )
     front = (
         base.transform_filter("datum.on_front")
         .mark_point(shape="diamond", size=200, filled=False, color="black", strokeWidth=1.5)
@@ -156,7 +165,7 @@ def heatmap_frame(configs: pd.DataFrame, *, codec: str = "nncodec", metric: str 
 def heatmap_chart(frame: pd.DataFrame, *, metric: str = "ap", title: str = "") -> alt.LayerChart:
     name = METRICS.get(metric, metric)
     base = alt.Chart(frame).encode(
-        x=alt.X("qp:O", title="QP"),
+        x=alt.X("qp:O", title="QP", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("split:O", title="split point"),
     )
     cells = base.mark_rect().encode(
@@ -172,7 +181,7 @@ def heatmap_chart(frame: pd.DataFrame, *, metric: str = "ap", title: str = "") -
         text=alt.Text("value:Q", format=".1f"),
         color=alt.condition("datum.value > 50", alt.value("black"), alt.value("white")),
     )
-    return alt.layer(cells, text).properties(title=title)
+    return alt.layer(cells, text).properties(title=title, height=alt.Step(32))
 
 
 def raw_bytes_frame(configs: pd.DataFrame) -> pd.DataFrame:
@@ -186,7 +195,7 @@ def raw_bytes_frame(configs: pd.DataFrame) -> pd.DataFrame:
 def raw_bytes_chart(frame: pd.DataFrame, *, title: str = "") -> alt.Chart:
     many = frame["variant"].nunique() > 1
     enc = dict(
-        x=alt.X("split:O", title="split point"),
+        x=alt.X("split:O", title="split point", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("raw_bytes:Q", title="raw bytes per image (float32 cut tensors)"),
         tooltip=[
             alt.Tooltip("model:N"),
@@ -224,7 +233,7 @@ def timing_chart(frame: pd.DataFrame, *, title: str = "") -> alt.Chart:
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("split:O", title="split point (−1: unsplit)"),
+            x=alt.X("split:O", title="split point (−1: unsplit)", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("sum(seconds):Q", title="mean seconds per image", stack="zero"),
             color=alt.Color("stage:N", sort=stages, scale=alt.Scale(domain=stages)),
             order=alt.Order("order:Q"),
@@ -246,7 +255,7 @@ def progress_chart(frame: pd.DataFrame, *, states: Sequence[str] = ("ok", "faile
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("split:O", title="split point"),
+            x=alt.X("split:O", title="split point", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("sum(tasks):Q", title="tasks"),
             color=alt.Color(
                 "state:N", sort=list(present), scale=alt.Scale(domain=list(present), range=[colors[s] for s in present])

@@ -84,8 +84,11 @@ def summarize(progress: Progress, filters: Filters, *, now: pd.Timestamp, window
 
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
+    d, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
     m, s = divmod(rest, 60)
+    if d:
+        return f"{d}d {h}h"
     return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
 
 
@@ -104,8 +107,8 @@ def _draw(ctx: ViewContext, progress: Progress) -> None:
     cols[3].metric(f"rows / min (last {summary.window_min:g} min)", f"{summary.rate_per_min:.1f}")
     if summary.last_finished is not None:
         age = (now - summary.last_finished).total_seconds()
-        cols[4].metric("last row", summary.last_finished.strftime("%Y-%m-%d %H:%M:%S UTC"), f"{_duration(age)} ago",
-                       delta_color="off")  # fmt: skip
+        cols[4].metric("last row", f"{_duration(age)} ago", help=summary.last_finished.strftime("%Y-%m-%d %H:%M:%S UTC"))
+        st.caption(f"Last row stored {summary.last_finished.strftime('%Y-%m-%d %H:%M:%S UTC')}.")
     else:
         cols[4].metric("last row", "none")
     if summary.tasks:

@@ -16,6 +16,9 @@ REFERENCE_VARIANT = "fp32"
 
 _SIZE_COLUMNS = ["family", "settings", "file_bytes", "transmission_bytes", "transmission", "params", "nonzero_params",
                  "macs", "build_s", "notes", "error"]  # fmt: skip
+# What a reader compares first, left of the wide size and count columns.
+_LEADING = ["model", "variant", "family", "ap", "ap50", "ap_change", "file_bytes", "size_change", "transmission_bytes",
+            "params", "nonzero_params", "macs"]  # fmt: skip
 
 
 def variant_frame(configs: pd.DataFrame | None, variants: pd.DataFrame | None) -> pd.DataFrame:
@@ -45,7 +48,8 @@ def variant_frame(configs: pd.DataFrame | None, variants: pd.DataFrame | None) -
     frame["size_change"] = frame["file_bytes"].astype("float64") / ref_size - 1.0
     frame["_ref"] = frame["variant"] != REFERENCE_VARIANT  # fp32 first in each model
     frame = frame.sort_values(["model", "_ref", "variant"]).drop(columns="_ref").reset_index(drop=True)
-    return frame
+    first = [c for c in _LEADING if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
 
 
 def split_macs_frame(splits: pd.DataFrame | None, filters: Filters) -> pd.DataFrame | None:

@@ -42,6 +42,7 @@ def build_command(results: str, *, port: int = 8501, host: str = "localhost") ->
         "--server.address", host,
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "minimal",
         "--", results,
     ]  # fmt: skip
 
