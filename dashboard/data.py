@@ -55,6 +55,7 @@ __all__ = [
     "load_ground_truth",
     "LoadedImage",
     "read_image",
+    "image_of",
     "load_image",
     "finite",
 ]
@@ -485,8 +486,6 @@ def _dataset_index(location: str, spec_text: str) -> tuple[Any, dict[int, Any]] 
 
 def read_image(location: str, image_id: int) -> LoadedImage:
     """The image ``image_id`` of the dataset named in RESULTS/spec.yaml, decoded to RGB."""
-    from PIL import Image, UnidentifiedImageError
-
     store = ResultsStore(location)
     try:
         spec_text = store.read_bytes(SPEC_FILE).decode("utf-8", errors="replace")
@@ -495,7 +494,13 @@ def read_image(location: str, image_id: int) -> LoadedImage:
     index = _dataset_index(location, spec_text)
     if isinstance(index, str):
         return LoadedImage(None, f"the dataset of spec.yaml cannot be opened: {index}")
-    dataset, records = index
+    return image_of(*index, image_id)
+
+
+def image_of(dataset: Any, records: dict[int, Any], image_id: int) -> LoadedImage:
+    """Decode ``image_id`` of an opened dataset (``image_bytes(record)``) to RGB uint8."""
+    from PIL import Image, UnidentifiedImageError
+
     record = records.get(int(image_id))
     if record is None:
         return LoadedImage(None, f"image {image_id} is not in the dataset of spec.yaml")

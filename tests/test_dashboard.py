@@ -15,7 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import charts
-from dashboard.data import Filters, apply_filters, read_configs, read_progress, results_version
+from dashboard.data import Filters, apply_filters, codec_label, read_configs, read_progress, results_version
 from dashboard.views.drilldown import draw_boxes
 from dashboard.views.overview import summarize
 from dashboard.views.variants import variant_frame
@@ -152,7 +152,88 @@ def row_of(report: pd.DataFrame, split: int, codec: str, variant: str = "fp32", 
     return hit.iloc[0]
 
 
-# -- views -------------------------------------------------------------------------------
+# -- any results directory: the synthetic one, and a real sweep's where conftest has one --
+
+
+@pytest.fixture(params=["synthetic", "sweep"])
+def any_results(request) -> Path:
+    if request.param == "synthetic":
+        return request.getfixturevalue("results_dir")
+    try:
+        return Path(request.getfixturevalue("sweep_results"))
+    except pytest.FixtureLookupError:
+        pytest.skip("no sweep_results fixture (a real sweep) in this checkout")
+
+
+def test_every_view_renders_without_exception(any_results):
+    for view in ("Overview", "Rate–accuracy", "Split points", "BD-rate & Pareto", "Variants", "Image drill-down", "Table"):
+        no_exception(app(any_results, view))
+
+
+def test_table_equals_the_report_for_every_configuration(any_results):
+    at = no_exception(app(any_results, "Table"))
+    report = load_report(any_results)
+    key = ["model", "variant", "split", "codec", "qp", "n_images"]
+    table = frame_with(at, "ap").sort_values(key).reset_index(drop=True)
+    expected = report.sort_values(key).reset_index(drop=True)
+    assert len(table) == len(expected) > 0
+    for column in ("ap", "ap50", "coded_bytes", "raw_bytes", "n_images", "n_failed"):
+        assert table[column].to_numpy(dtype=float, na_value=np.nan) == pytest.approx(
+            expected[column].to_numpy(dtype=float, na_value=np.nan), nan_ok=True
+        ), column
+
+
+def test_each_codec_filter_leaves_only_that_codec(any_results):
+    report = load_report(any_results)
+    for codec in sorted(report["codec"].unique()):
+        table = frame_with(no_exception(app(any_results, "Table", f_codec=[codec])), "ap")
+        assert set(table["codec"]) == {codec} and len(table) == int((report["codec"] == codec).sum())
+
+
+def test_overview_counts_match_the_stored_rows(any_results):
+    from orchestrator.results import open_results
+
+    status = open_results(any_results).task_status()
+    metrics = {m.label: m.value for m in no_exception(app(any_results)).metric}
+    ok = sum(s == "ok" for s in status.values())
+    if (Path(any_results) / "plan.parquet").exists():  # counted among the planned tasks, as `status` does
+        from orchestrator.status import sweep_status
+
+        ok = sweep_status(str(any_results)).totals["ok"]
+    assert metrics["done (ok)"] == f"{ok:,}"
+
+
+def test_curves_have_a_point_per_coded_configuration(any_results):
+    report = load_report(any_results)
+    coded = report[(report["split"] != -1) & (report["coded_bytes"] > 0) & report["ap"].notna()]
+    drawn = vega(no_exception(app(any_results, "Rate–accuracy")))
+    by_bytes = [c for c in drawn if '"coded_bytes"' in json.dumps(c["spec"]["layer"][0]["encoding"]["x"])]
+    counted = sum(len(next(f for f in c["data"].values() if "curve" in f.columns)) for c in by_bytes)
+    assert counted == len(coded)
+
+
+def test_drilldown_detections_match_the_stored_row(any_results):
+    import pyarrow.compute as pc
+
+    from orchestrator.results import detections_by_row, latest_rows, open_results
+
+    report = load_report(any_results)
+    config = report[report["split"] != -1].iloc[0]
+    label = codec_label(config["codec"], config["codec_params"])
+    name = f"{config['model']} / {config['variant']} / split {config['split']} / {label}"
+    at = no_exception(app(any_results, "Image drill-down", drill_config=name))
+    image_id = int(at.selectbox(key="drill_image").value)
+    where = pc.field("image_id") == image_id
+    for column in ("model", "variant", "codec", "codec_params"):
+        where = where & (pc.field(column) == config[column])
+    where = where & (pc.field("split") == int(config["split"]))
+    rows = latest_rows(open_results(any_results).read_rows(["task_id", "finished_at", "status", "detections"], filter=where))
+    assert rows.num_rows == 1
+    numbers = frame_with(at, "detections").set_index("configuration")
+    assert numbers.loc[name, "detections"] == len(detections_by_row(rows.column("detections"))[0])
+
+
+# -- views on the synthetic store, whose numbers are known --------------------------------
 
 
 def test_overview_counts_rate_and_failures(results_dir):
@@ -399,6 +480,39 @@ def test_draw_boxes_paints_ground_truth_and_detections():
     assert hidden.sum() == 0  # every detection is below the threshold
 
 
+def test_image_of_decodes_a_dataset_image_and_explains_failures():
+    from dataclasses import dataclass
+
+    from PIL import Image
+
+    from dashboard.data import image_of
+
+    @dataclass(frozen=True)
+    class Record:  # the fields of orchestrator.datasets.ImageRecord
+        image_id: int
+        file_name: str
+        width: int
+        height: int
+
+    class Photos:  # the two calls the dashboard makes of a dataset
+        def __init__(self, files: dict[str, bytes]):
+            self.files = files
+
+        def image_bytes(self, record: Record) -> bytes:
+            return self.files[record.file_name]
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(buf, format="PNG")
+    photos = Photos({"a.png": buf.getvalue(), "bad.jpg": b"not an image"})
+    records = {1: Record(1, "a.png", 40, 30), 2: Record(2, "bad.jpg", 40, 30)}
+    loaded = image_of(photos, records, 1)
+    assert loaded.rgb.shape == (30, 40, 3) and tuple(loaded.rgb[0, 0]) == (10, 20, 30) and loaded.source == "a.png"
+    assert "cannot be read" in image_of(photos, records, 2).note
+    assert "not in the dataset" in image_of(photos, records, 3).note
+    picture = draw_boxes(loaded.rgb, (1, 1), ground_truth=None, detections=None, threshold=0.5)
+    assert picture.shape == (30, 40, 3)
+
+
 # -- missing and partial results ---------------------------------------------------------
 
 
@@ -413,7 +527,7 @@ def test_empty_results_dir_shows_a_note(tmp_path):
 def test_rows_without_report_build_it_and_note_it(tmp_path):
     root = make_results(tmp_path / "fresh", report=False, plan=False, variants=False)
     at = no_exception(app(root, "Table"))
-    assert any(f"re-scored" in t for t in texts(at, "info"))
+    assert any("re-scored" in t for t in texts(at, "info"))
     assert len(frame_with(at, "ap")) == len(CONFIGS)
     assert (root / "report" / "configs.parquet").exists()
     at = no_exception(app(root, "Overview"))
@@ -443,6 +557,16 @@ def test_missing_variants_table_shows_a_note_and_the_baseline_ap(tmp_path):
     assert any("No variants/variants.parquet" in t for t in texts(at, "info"))
     table = frame_with(at, "ap_change").set_index("variant")
     assert table.loc["fp16", "ap_change"] == pytest.approx(KNOWN_AP["drop_half"][0] - 100.0, abs=1e-6)
+
+
+def test_reference_evaluation_draws_the_reference_detections_as_ground_truth(tmp_path):
+    root = tmp_path / "reference"
+    write_store(root, CONFIGS[:3], n_images=3, evaluation="reference", reference_score_threshold=0.6)
+    label = "toy / fp32 / split 3 / nncodec qp=-30"
+    at = no_exception(app(root, "Image drill-down", drill_config=label))
+    assert any("reference evaluation" in c and "≥ 0.6" in c for c in texts(at, "caption"))
+    assert frame_with(at, "detections").set_index("configuration").loc[label, "detections"] == 4
+    assert frame_with(no_exception(app(root, "Table")), "ap").set_index("label").loc["nncodec qp=-30", "ap"] == 100.0
 
 
 def test_not_a_results_location_shows_the_error(tmp_path):
