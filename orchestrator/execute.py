@@ -66,6 +66,7 @@ class ExecutionStats:
     seconds: float = 0.0
     interrupted: bool = False
     workers: list[str] = field(default_factory=list)
+    worker_maxrss_mb: float = 0.0
 
 
 @dataclass
@@ -199,7 +200,9 @@ def run_units(
             if writer.due():
                 writer.flush()
             progress.render()
-        stats.workers = sorted({n for n in ray.get([s.handle.ping.remote() for s in slots if s.alive])})
+        pings = ray.get([s.handle.ping.remote() for s in slots if s.alive])
+        stats.workers = sorted(name for name, _ in pings)
+        stats.worker_maxrss_mb = max((rss for _, rss in pings), default=0.0)
     except KeyboardInterrupt:
         stats.interrupted = True
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import resource
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,8 +65,9 @@ class SweepWorker:
         self._head: tuple[tuple[str, int], HeadOutput, int, int] | None = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
-    def ping(self) -> str:
-        return self.name
+    def ping(self) -> tuple[str, float]:
+        """This worker's name and its peak resident memory in MB."""
+        return self.name, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def _load(self, payload: ModelPayload):
         if payload.key not in self._models:

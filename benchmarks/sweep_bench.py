@@ -1,0 +1,208 @@
+"""The same grid three ways: (a) one task at a time as the seed experiment did it,
+(b) splitsweep on Ray, (c) the compute limit — the unavoidable work timed alone.
+
+    python benchmarks/sweep_bench.py --grid cheap   --images 6 --workers 1 2
+    python benchmarks/sweep_bench.py --grid nncodec --images 3 --workers 1 2
+
+(a) per task: load head and tail (fresh sessions from ONNX files), run the head, write
+the cut tensors to a file, read them, encode, write the bitstream, read it, decode, run
+the tail, decode detections and write them as JSON — what a one-off script does.
+(b) `run_sweep` on a local Ray with N workers (Ray start-up reported separately).
+(c) in one process with every session loaded: one full run per image exposing every cut
+tensor, then encode + decode + tail + detection decoding per (split, setting): the sum
+of those times is work no scheduler can avoid.
+Prints a table and writes JSON next to it (--json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.assets import ensure_models  # noqa: E402
+from orchestrator.demo_data import ensure_demo_images  # noqa: E402
+
+GRIDS = {
+    "cheap": "  none: {zstd: [0, 3]}\n  float16: {zstd: [0, 3]}\n  bfloat16: {}\n  uniform: {bits: [8, 4]}\n",
+    "nncodec": "  nncodec: {qp: [-38, -26, -18, -14, -10, -6, -4, 0]}\n",
+}
+SPLITS = [20, 100, 246]
+
+
+def spec_text(grid: str, output: str, images: int, workers: int) -> str:
+    codecs = GRIDS[grid]
+    return f"""sweep: bench-{grid}
+output: {output}
+dataset: {{type: demo, limit: {images}}}
+models:
+  - name: centernet
+    path: asset:centernet
+    adapter: centernet
+    splits: {SPLITS}
+codecs:
+{codecs}execution: {{workers: {workers}, threads: 1}}
+"""
+
+
+def plan_for(grid: str, images: int):
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import parse_spec
+
+    spec = parse_spec(spec_text(grid, tempfile.mkdtemp(), images, 1), file="bench.yaml")
+    return build_plan(spec)
+
+
+def seed_style(plan, workdir: Path) -> dict:
+    """(a): every task alone, files in between, sessions built per task."""
+    from tasks import codecs, detectors
+    from tasks.graph import SplitGraph
+    from tasks.images import decode_image
+    from tasks.runtime import make_session
+
+    m = plan.models[0]
+    graph = SplitGraph(m.path)
+    files = {}
+    for k in m.splits:  # the split models exist on disk before the experiment starts
+        files[("head", k)] = workdir / f"head_{k}.onnx"
+        files[("head", k)].write_bytes(graph.head_model(k).SerializeToString())
+        files[("tail", k)] = workdir / f"tail_{k}.onnx"
+        files[("tail", k)].write_bytes(graph.tail_model(k).SerializeToString())
+    adapter = detectors.adapter(m.spec.adapter_type, m.spec.adapter_settings)
+    records = {r.image_id: r for r in plan.records}
+    start = time.perf_counter()
+    for t in plan.tasks:
+        rgb = decode_image(plan.dataset.image_bytes(records[t.image_id]), name=str(t.image_id))
+        prepared = adapter.preprocess(rgb)
+        if t.split < 0:
+            full = make_session(Path(m.path).read_bytes())
+            outputs = dict(zip([o.name for o in full.get_outputs()], full.run(None, dict(prepared.feeds))))
+        else:
+            head = make_session(files[("head", t.split)].read_bytes())
+            tail = make_session(files[("tail", t.split)].read_bytes())
+            cut = dict(zip([o.name for o in head.get_outputs()], head.run(None, dict(prepared.feeds))))
+            np.savez(workdir / "cut.npz", **{f"t{i}": v for i, v in enumerate(cut.values())})
+            with np.load(workdir / "cut.npz") as saved:
+                tensors = {name: saved[f"t{i}"] for i, name in enumerate(cut)}
+            codec = codecs.build(t.setting)
+            (workdir / "bitstream.bin").write_bytes(codec.encode(tensors))
+            decoded = codec.decode((workdir / "bitstream.bin").read_bytes())
+            names = [i.name for i in tail.get_inputs()]
+            feeds = {n: decoded[n] if n in decoded else prepared.feeds[n] for n in names}
+            outputs = dict(zip([o.name for o in tail.get_outputs()], tail.run(None, feeds)))
+        dets = adapter.postprocess(outputs, prepared.meta)
+        (workdir / f"pred_{t.task_id}.json").write_text(json.dumps(dets.to_coco(t.image_id)))
+    return {"seconds": time.perf_counter() - start, "tasks": len(plan.tasks)}
+
+
+def compute_limit(plan) -> dict:
+    """(c): the unavoidable work, each piece timed alone, sessions preloaded."""
+    from tasks import codecs, detectors
+    from tasks.images import decode_image
+    from tasks.runtime import SplitRunner
+
+    m = plan.models[0]
+    runner = SplitRunner(Path(m.path).read_bytes(), m.splits, threads=1)
+    for k in m.splits:
+        runner.tail_session(k)
+    adapter = detectors.adapter(m.spec.adapter_type, m.spec.adapter_settings)
+    built = {s: codecs.build(s) for s in plan.settings}
+    parts = {"head": 0.0, "encode": 0.0, "decode": 0.0, "tail": 0.0, "pre_post": 0.0}
+    for record in plan.records:
+        t0 = time.perf_counter()
+        rgb = decode_image(plan.dataset.image_bytes(record), name=str(record.image_id))
+        prepared = adapter.preprocess(rgb)
+        parts["pre_post"] += time.perf_counter() - t0
+        head = runner.run_head(prepared.feeds)
+        parts["head"] += head.seconds
+        t0 = time.perf_counter()
+        adapter.postprocess(head.outputs, prepared.meta)
+        parts["pre_post"] += time.perf_counter() - t0
+        for k in m.splits:
+            tensors = head.tensors_for(runner.cut(k))
+            for s in plan.settings:
+                t0 = time.perf_counter()
+                data = built[s].encode(tensors)
+                t1 = time.perf_counter()
+                decoded = built[s].decode(data)
+                t2 = time.perf_counter()
+                parts["encode"] += t1 - t0
+                parts["decode"] += t2 - t1
+                if s.codec != "none":
+                    tail = runner.run_tail(k, decoded, prepared.feeds)
+                    parts["tail"] += tail.seconds
+                    t3 = time.perf_counter()
+                    adapter.postprocess(tail.outputs, prepared.meta)
+                    parts["pre_post"] += time.perf_counter() - t3
+    return {"seconds": sum(parts.values()), "parts": parts, "tasks": len(plan.tasks),
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def splitsweep(grid: str, images: int, workers: int) -> dict:
+    import ray
+
+    from orchestrator.execute import RayOptions, connect
+    from orchestrator.spec import parse_spec
+    from orchestrator.sweep import SweepOptions, run_sweep
+
+    out = tempfile.mkdtemp(prefix="bench-")
+    spec = parse_spec(spec_text(grid, out, images, workers), file="bench.yaml")
+    t0 = time.perf_counter()
+    connect(RayOptions(num_cpus=max(workers, os.cpu_count() or 1)))
+    ray_start = time.perf_counter() - t0
+    result = run_sweep(spec, SweepOptions(stream=open(os.devnull, "w")))
+    ray.shutdown()
+    return {"seconds": result.stats.seconds, "ray_start_s": ray_start, "tasks": result.stats.rows_ok + result.stats.rows_failed,
+            "failed": result.stats.rows_failed, "workers": workers, "worker_maxrss_mb": result.stats.worker_maxrss_mb}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="cheap")
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--skip-seed", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    ensure_models()
+    ensure_demo_images()
+    plan = plan_for(args.grid, args.images)
+    n = len(plan.tasks)
+    print(f"grid {args.grid}: {len(plan.records)} images × {len(plan.models[0].splits)} splits × {len(plan.settings)} settings + baseline = {n} tasks", flush=True)
+    results: dict = {"grid": args.grid, "images": len(plan.records), "tasks": n}
+    limit = compute_limit(plan)
+    results["c_limit"] = limit
+    print(f"(c) compute limit     {limit['seconds']:8.2f} s  {json.dumps({k: round(v, 2) for k, v in limit['parts'].items()})}", flush=True)
+    if not args.skip_seed:
+        with tempfile.TemporaryDirectory() as tmp:
+            seed = seed_style(plan, Path(tmp))
+        results["a_seed"] = seed
+        print(f"(a) one task at a time {seed['seconds']:8.2f} s  ({1000 * seed['seconds'] / n:.1f} ms/task)", flush=True)
+    results["b_splitsweep"] = []
+    for w in args.workers:
+        b = splitsweep(args.grid, args.images, w)
+        results["b_splitsweep"].append(b)
+        overhead_ms = 1000 * (b["seconds"] * w - limit["seconds"]) / n
+        line = (f"(b) splitsweep {w:2d} worker(s) {b['seconds']:8.2f} s  (+{b['ray_start_s']:.1f} s Ray start)  "
+                f"efficiency vs (c): {limit['seconds'] / (b['seconds'] * w):.0%} per worker, "
+                f"overhead {overhead_ms:.1f} ms/task, worker RSS {b['worker_maxrss_mb']:.0f} MB")
+        if "a_seed" in results:
+            line += f", {results['a_seed']['seconds'] / b['seconds']:.1f}× faster than (a)"
+        print(line, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
