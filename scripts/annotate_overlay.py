@@ -42,7 +42,9 @@ def render(
     view = rgb[y0:y1, x0:x1]
     if scale is None:
         scale = max(1.0, min(4.0, 1000 / max(view.shape[:2])))
-    out = cv2.resize(view, (round(view.shape[1] * scale), round(view.shape[0] * scale)), interpolation=cv2.INTER_NEAREST)
+    out = cv2.resize(
+        view, (round(view.shape[1] * scale), round(view.shape[0] * scale)), interpolation=cv2.INTER_NEAREST
+    )
     out = np.ascontiguousarray(out)
 
     def px(x: float, y: float) -> tuple[int, int]:

@@ -45,7 +45,8 @@ def decode_image(data: bytes, *, name: str) -> np.ndarray:
                 return _to_rgb(image)
     except UnidentifiedImageError:
         raise DataError(
-            f"not a readable image: unknown format or truncated header ({len(data)} bytes, starting {data[:8]!r})", file=name
+            f"not a readable image: unknown format or truncated header ({len(data)} bytes, starting {data[:8]!r})",
+            file=name,
         ) from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise DataError(f"image too large to decode safely: {exc}", file=name) from None
