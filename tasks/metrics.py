@@ -1,0 +1,511 @@
+"""Detection metrics: COCO AP via pycocotools, per-image IoU / precision / recall, reference mode, image selection."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from .errors import DataError
+from .rows import Detections
+
+__all__ = [
+    "Category",
+    "COCO_CATEGORIES",
+    "coco_categories",
+    "GroundTruth",
+    "CocoMetrics",
+    "coco_metrics",
+    "PerImageMetrics",
+    "per_image_metrics",
+    "gt_boxes",
+    "box_iou",
+    "reference_ground_truth",
+    "per_image_ap",
+    "per_image_aps",
+    "select_images",
+]
+
+
+@dataclass(frozen=True)
+class Category:
+    """One COCO category: official id (1…90 with gaps), name, supercategory."""
+
+    id: int
+    name: str
+    supercategory: str
+
+
+def _categories(rows: str) -> tuple[Category, ...]:
+    out = []
+    for line in rows.strip().splitlines():
+        cid, name, sup = (part.strip() for part in line.split("|"))
+        out.append(Category(int(cid), name, sup))
+    return tuple(out)
+
+
+# The 80 categories of COCO 2017 detection with their official ids (instances_*.json).
+COCO_CATEGORIES: tuple[Category, ...] = _categories(
+    """
+    1|person|person
+    2|bicycle|vehicle
+    3|car|vehicle
+    4|motorcycle|vehicle
+    5|airplane|vehicle
+    6|bus|vehicle
+    7|train|vehicle
+    8|truck|vehicle
+    9|boat|vehicle
+    10|traffic light|outdoor
+    11|fire hydrant|outdoor
+    13|stop sign|outdoor
+    14|parking meter|outdoor
+    15|bench|outdoor
+    16|bird|animal
+    17|cat|animal
+    18|dog|animal
+    19|horse|animal
+    20|sheep|animal
+    21|cow|animal
+    22|elephant|animal
+    23|bear|animal
+    24|zebra|animal
+    25|giraffe|animal
+    27|backpack|accessory
+    28|umbrella|accessory
+    31|handbag|accessory
+    32|tie|accessory
+    33|suitcase|accessory
+    34|frisbee|sports
+    35|skis|sports
+    36|snowboard|sports
+    37|sports ball|sports
+    38|kite|sports
+    39|baseball bat|sports
+    40|baseball glove|sports
+    41|skateboard|sports
+    42|surfboard|sports
+    43|tennis racket|sports
+    44|bottle|kitchen
+    46|wine glass|kitchen
+    47|cup|kitchen
+    48|fork|kitchen
+    49|knife|kitchen
+    50|spoon|kitchen
+    51|bowl|kitchen
+    52|banana|food
+    53|apple|food
+    54|sandwich|food
+    55|orange|food
+    56|broccoli|food
+    57|carrot|food
+    58|hot dog|food
+    59|pizza|food
+    60|donut|food
+    61|cake|food
+    62|chair|furniture
+    63|couch|furniture
+    64|potted plant|furniture
+    65|bed|furniture
+    67|dining table|furniture
+    70|toilet|furniture
+    72|tv|electronic
+    73|laptop|electronic
+    74|mouse|electronic
+    75|remote|electronic
+    76|keyboard|electronic
+    77|cell phone|electronic
+    78|microwave|appliance
+    79|oven|appliance
+    80|toaster|appliance
+    81|sink|appliance
+    82|refrigerator|appliance
+    84|book|indoor
+    85|clock|indoor
+    86|vase|indoor
+    87|scissors|indoor
+    88|teddy bear|indoor
+    89|hair drier|indoor
+    90|toothbrush|indoor
+    """
+)
+
+
+def coco_categories(categories: Sequence[Category] = COCO_CATEGORIES) -> list[dict[str, Any]]:
+    """The ``categories`` list of a COCO json."""
+    return [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in categories]
+
+
+# -- ground truth -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class GroundTruth:
+    """A COCO ground-truth dict indexed once, for many evaluations (one per configuration).
+
+    Build it with :meth:`from_dict`; the caller's dict is copied, never modified
+    (COCOeval writes an ``ignore`` key into every annotation it sees).
+    """
+
+    coco: COCO
+    image_ids: frozenset[int]
+    category_ids: frozenset[int]
+
+    @classmethod
+    def from_dict(cls, gt: Mapping[str, Any], *, file: str | None = None) -> GroundTruth:
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(gt.get(key), list):
+                raise DataError(
+                    f"ground truth has no {key!r} list", file=file, key=key, allowed="images, annotations, categories"
+                )
+        dataset = {
+            "images": [dict(im) for im in gt["images"]],
+            "annotations": [dict(a) for a in gt["annotations"]],
+            "categories": [dict(c) for c in gt["categories"]],
+        }
+        for ann in dataset["annotations"]:
+            if "area" not in ann:  # hand-made bbox-only files often lack it; COCO uses w*h then
+                ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
+            ann.setdefault("iscrowd", 0)
+        coco = COCO()
+        coco.dataset = dataset
+        with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
+            coco.createIndex()
+        return cls(
+            coco=coco,
+            image_ids=frozenset(int(im["id"]) for im in dataset["images"]),
+            category_ids=frozenset(int(c["id"]) for c in dataset["categories"]),
+        )
+
+
+def _ground_truth(gt: Mapping[str, Any] | GroundTruth) -> GroundTruth:
+    return gt if isinstance(gt, GroundTruth) else GroundTruth.from_dict(gt)
+
+
+# -- COCO AP ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CocoMetrics:
+    """COCO bbox metrics of one configuration over ``n_images`` images.
+
+    ``ap`` is AP@[.50:.95] (COCO's mAP), ``ar100`` the average recall at 100 detections
+    per image. A size bucket with no ground-truth box in these images is NaN
+    (pycocotools prints -1 there).
+    """
+
+    ap: float
+    ap50: float
+    ap75: float
+    ap_small: float
+    ap_medium: float
+    ap_large: float
+    ar100: float
+    n_images: int
+
+
+def coco_metrics(
+    gt: Mapping[str, Any] | GroundTruth,
+    detections: Mapping[int, Detections],
+    *,
+    image_ids: Iterable[int] | None = None,
+    category_ids: Iterable[int] | None = None,
+) -> CocoMetrics:
+    """COCOeval (bbox) of ``detections`` against ``gt`` on exactly ``image_ids``.
+
+    ``image_ids`` defaults to the images that have detections (the images a
+    configuration finished); ground truth of other images is ignored, and so are
+    detections of images outside ``image_ids``. An image with no detections counts
+    (all its boxes are misses), so no detections at all give AP 0, not an error.
+
+    Categories: detections in a category that the GT lists but has no box of in
+    these images are ignored, as pycocotools does (no false positives without a
+    ground-truth class to miss). A category id that the GT does not list at all is a
+    DataError: the detector's label map does not fit the annotations. The reverse —
+    GT categories the model can never produce — stay in the mean with AP 0, which is
+    the honest COCO number; pass ``category_ids`` to evaluate a subset instead.
+    """
+    truth = _ground_truth(gt)
+    ids = sorted(int(i) for i in (detections.keys() if image_ids is None else image_ids))
+    unknown_images = [i for i in ids if i not in truth.image_ids]
+    if unknown_images:
+        raise DataError(
+            f"{len(unknown_images)} image id(s) not in the ground truth: {_first(unknown_images)}", key="image_ids"
+        )
+    wanted = set(ids)
+    results = []
+    for image_id, dets in detections.items():
+        if int(image_id) in wanted:
+            results.extend(dets.to_coco(int(image_id)))
+    unknown_cats = sorted({r["category_id"] for r in results} - truth.category_ids)
+    if unknown_cats:
+        raise DataError(
+            f"detections use category ids the ground truth does not list: {_first(unknown_cats)}",
+            key="category_id",
+            allowed=_first(sorted(truth.category_ids), 90),
+        )
+    if not ids:
+        nan = float("nan")
+        return CocoMetrics(nan, nan, nan, nan, nan, nan, nan, 0)
+    stats = _evaluate(truth, results, ids, None if category_ids is None else sorted(set(category_ids)))
+    return CocoMetrics(
+        ap=stats[0],
+        ap50=stats[1],
+        ap75=stats[2],
+        ap_small=stats[3],
+        ap_medium=stats[4],
+        ap_large=stats[5],
+        ar100=stats[8],
+        n_images=len(ids),
+    )
+
+
+def _evaluate(truth: GroundTruth, results: list[dict[str, Any]], ids: list[int], cats: list[int] | None) -> list[float]:
+    dt = COCO()
+    # Built by hand rather than with COCO.loadRes: loadRes fails on an empty result list.
+    for n, r in enumerate(results, start=1):
+        x, y, w, h = r["bbox"]
+        r.update(id=n, area=float(w) * float(h), iscrowd=0)
+    dt.dataset = {
+        "images": truth.coco.dataset["images"],
+        "categories": truth.coco.dataset["categories"],
+        "annotations": results,
+    }
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and the table
+        dt.createIndex()
+        ev = COCOeval(truth.coco, dt, iouType="bbox")
+        ev.params.imgIds = ids
+        if cats is not None:
+            ev.params.catIds = cats
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float("nan") if v < 0 else float(v) for v in ev.stats]
+
+
+def _first(values: Sequence[object], n: int = 5) -> str:
+    shown = ", ".join(str(v) for v in values[:n])
+    return shown + (f", … ({len(values)} in all)" if len(values) > n else "")
+
+
+# -- per-image metrics (the seed quantization study) ------------------------------------
+
+
+@dataclass(frozen=True)
+class PerImageMetrics:
+    """Matching of one image's predictions to its ground-truth boxes.
+
+    Counts are kept so that callers can pool images (sum ``tp``, ``n_pred``, ``n_gt``)
+    instead of averaging ratios.
+    """
+
+    n_pred: int  # predictions with score ≥ the threshold
+    n_gt: int  # non-crowd ground-truth boxes
+    tp: int  # one-to-one matches at IoU ≥ the threshold
+    precision: float  # tp / n_pred; NaN when n_pred == 0
+    recall: float  # tp / n_gt; NaN when n_gt == 0
+    mean_iou_pred: float  # mean over predictions of their best IoU with any GT box; NaN if n_pred == 0
+    mean_iou_gt: float  # mean over GT boxes of their best IoU with any prediction; NaN if n_gt == 0
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of COCO ``x, y, w, h`` boxes (continuous coordinates, as pycocotools)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ax0, ay0, ax1, ay1 = a[:, 0:1], a[:, 1:2], a[:, 0:1] + a[:, 2:3], a[:, 1:2] + a[:, 3:4]
+    bx0, by0, bx1, by1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None)
+    ih = np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+    inter = iw * ih
+    union = (a[:, 2:3] * a[:, 3:4]) + (b[:, 2] * b[:, 3]) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def gt_boxes(gt: Mapping[str, Any] | GroundTruth, image_id: int) -> Detections:
+    """The non-crowd ground-truth boxes of one image as ``Detections`` (score 1)."""
+    coco = _ground_truth(gt).coco
+    anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[int(image_id)])) if not a.get("iscrowd")]
+    return Detections(
+        np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4),
+        np.ones(len(anns), np.float32),
+        np.array([a["category_id"] for a in anns], np.int32),
+    )
+
+
+def per_image_metrics(
+    gt_boxes: Detections,
+    detections: Detections,
+    *,
+    iou: float = 0.5,
+    score_threshold: float = 0.5,
+    category_aware: bool = True,
+) -> PerImageMetrics:
+    """IoU, precision and recall of one image, as in the seed car-detection study.
+
+    Predictions are the detections with ``score ≥ score_threshold``; ground truth is
+    every box of ``gt_boxes`` (its scores are ignored; pass non-crowd boxes, see
+    :func:`gt_boxes`). With ``category_aware`` a prediction and a GT box only overlap
+    when their category ids are equal (IoU 0 otherwise); without it classes are ignored.
+
+    - ``mean_iou_pred``: for each prediction its highest IoU with any GT box, averaged
+      over predictions (a prediction with no GT at all scores 0).
+    - ``mean_iou_gt``: for each GT box its highest IoU with any prediction, averaged
+      over GT boxes (a missed box scores 0).
+    - ``tp``: greedy one-to-one matching, predictions in descending score order (ties:
+      input order), each taking the unmatched GT box of highest IoU if that IoU ≥ ``iou``
+      (as COCO does at one IoU threshold).
+    - ``precision = tp / n_pred`` and ``recall = tp / n_gt``.
+
+    Empty cases: no predictions → precision and ``mean_iou_pred`` NaN (undefined), recall
+    0 if there is GT; no GT → recall and ``mean_iou_gt`` NaN, precision 0 if there are
+    predictions; neither → all ratios NaN, counts 0.
+    """
+    keep = detections.scores >= score_threshold
+    p_boxes = detections.boxes[keep]
+    p_scores = detections.scores[keep]
+    p_cats = detections.category_ids[keep]
+    g_boxes, g_cats = gt_boxes.boxes, gt_boxes.category_ids
+    n_pred, n_gt = len(p_boxes), len(g_boxes)
+
+    ious = box_iou(p_boxes, g_boxes)
+    if category_aware:
+        ious = np.where(p_cats[:, None] == g_cats[None, :], ious, 0.0)
+
+    nan = float("nan")
+    mean_iou_pred = float(ious.max(axis=1).mean()) if n_pred and n_gt else (0.0 if n_pred else nan)
+    mean_iou_gt = float(ious.max(axis=0).mean()) if n_pred and n_gt else (0.0 if n_gt else nan)
+
+    tp = 0
+    matched = np.zeros(n_gt, bool)
+    for p in np.argsort(-p_scores, kind="stable"):
+        if not n_gt:
+            break
+        candidates = np.where(matched, -1.0, ious[p])
+        g = int(np.argmax(candidates))
+        if candidates[g] >= iou:
+            matched[g] = True
+            tp += 1
+    return PerImageMetrics(
+        n_pred=n_pred,
+        n_gt=n_gt,
+        tp=tp,
+        precision=tp / n_pred if n_pred else nan,
+        recall=tp / n_gt if n_gt else nan,
+        mean_iou_pred=mean_iou_pred,
+        mean_iou_gt=mean_iou_gt,
+    )
+
+
+# -- reference mode ---------------------------------------------------------------------
+
+
+class ImageInfo(Protocol):
+    """What reference mode needs of an image record (orchestrator.datasets.ImageRecord fits)."""
+
+    image_id: int
+    file_name: str
+    width: int
+    height: int
+
+
+def reference_ground_truth(
+    detections_by_image: Mapping[int, Detections],
+    records: Iterable[ImageInfo],
+    *,
+    score_threshold: float = 0.5,
+    categories: Sequence[Category] = COCO_CATEGORIES,
+) -> dict[str, Any]:
+    """A COCO ground-truth dict made of the reference (uncompressed) model's own detections.
+
+    For videos and unlabelled folders: every detection with ``score ≥ score_threshold``
+    becomes a non-crowd box; the compressed configurations are then scored against what
+    the uncompressed model saw, so AP measures the damage done by compression, not the
+    model's own accuracy. Images of ``records`` without detections are kept (with no
+    boxes); detections of images not in ``records`` are a DataError, as are category
+    ids outside ``categories``.
+    """
+    records = list(records)
+    known = {int(r.image_id) for r in records}
+    stray = sorted(set(int(i) for i in detections_by_image) - known)
+    if stray:
+        raise DataError(f"reference detections for images not in the dataset: {_first(stray)}", key="image_id")
+    cat_ids = {c.id for c in categories}
+    annotations: list[dict[str, Any]] = []
+    for record in records:
+        dets = detections_by_image.get(int(record.image_id))
+        if dets is None:
+            continue
+        for box, score, cat in zip(dets.boxes, dets.scores, dets.category_ids):
+            if score < score_threshold:
+                continue
+            if int(cat) not in cat_ids:
+                raise DataError(
+                    f"reference detection of category {int(cat)} is not among the categories",
+                    key="category_id",
+                    allowed=_first(sorted(cat_ids), 90),
+                )
+            x, y, w, h = (float(v) for v in box)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": int(record.image_id),
+                    "category_id": int(cat),
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+    return {
+        "info": {"description": f"reference ground truth: detections with score >= {score_threshold}"},
+        "images": [
+            {"id": int(r.image_id), "file_name": r.file_name, "width": int(r.width), "height": int(r.height)}
+            for r in records
+        ],
+        "annotations": annotations,
+        "categories": coco_categories(categories),
+    }
+
+
+# -- image selection --------------------------------------------------------------------
+
+
+def per_image_ap(gt: Mapping[str, Any] | GroundTruth, detections: Detections, image_id: int) -> float:
+    """COCO AP@[.50:.95] of one image; NaN when the image has no (non-crowd) ground truth."""
+    return coco_metrics(gt, {int(image_id): detections}, image_ids=[int(image_id)]).ap
+
+
+def per_image_aps(
+    gt: Mapping[str, Any] | GroundTruth, detections_by_image: Mapping[int, Detections]
+) -> dict[int, float]:
+    """:func:`per_image_ap` of every image in ``detections_by_image`` (the GT is indexed once)."""
+    truth = _ground_truth(gt)
+    return {int(i): per_image_ap(truth, d, int(i)) for i, d in detections_by_image.items()}
+
+
+def select_images(per_image_ap: Mapping[int, float], *, min_ap: float, first: int, order: Sequence[int]) -> list[int]:
+    """The first ``first`` image ids, in ``order``, whose reference AP is ≥ ``min_ap``.
+
+    As in the seed study ("keep the first 50 images where the reference model's AP ≥ x"):
+    images are taken in dataset order, not best-first, so the selection does not depend
+    on how good the other images are. Ids missing from ``per_image_ap`` and NaN APs
+    (images without ground truth) never qualify. Fewer than ``first`` ids come back
+    when not enough images qualify.
+    """
+    if first < 0:
+        raise ValueError(f"first must be >= 0, got {first}")
+    chosen: list[int] = []
+    for image_id in order:
+        if len(chosen) >= first:
+            break
+        ap = per_image_ap.get(int(image_id))
+        if ap is not None and not math.isnan(ap) and ap >= min_ap:
+            chosen.append(int(image_id))
+    return chosen
