@@ -19,6 +19,8 @@ from pathlib import Path
 from tasks.errors import AssetError
 from tasks.tfjs import CONVERTER_VERSION, convert, weight_paths
 
+from .cache import cache_dir
+
 __all__ = [
     "PACKAGE",
     "VERSION",
@@ -80,16 +82,6 @@ class ModelAsset:
     nodes: int
     adapter: str
     convert_seconds: float
-
-
-def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
-    """``cache``, else ``$SPLITSWEEP_CACHE``, else ``$XDG_CACHE_HOME/splitsweep``, else ``~/.cache/splitsweep``."""
-    if cache:
-        return Path(cache).expanduser()
-    if os.environ.get("SPLITSWEEP_CACHE"):
-        return Path(os.environ["SPLITSWEEP_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "splitsweep"
 
 
 def ensure_models(

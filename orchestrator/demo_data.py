@@ -2,7 +2,7 @@
 
 Nothing here is downloaded from a model or data hub: the photos are files shipped inside
 ordinary packages (scikit-image and matplotlib wheels from PyPI, Debian's ``opencv-doc``),
-pinned and listed with their checksums and licences in ``data/demo/sources.json``.
+pinned and listed with their checksums and licences in ``orchestrator/demo/sources.json``.
 Only our own files (hand-drawn annotations, the source list) are in the repository.
 """
 
@@ -24,18 +24,19 @@ from typing import Any
 
 from tasks.errors import AssetError, DataError
 
+from .cache import cache_dir
+
 __all__ = [
     "DEMO_DIR",
     "SOURCES_FILE",
     "ANNOTATIONS_FILE",
     "DemoPhoto",
-    "cache_root",
     "demo_photos",
     "ensure_demo_images",
     "ensure_video",
 ]
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
 SOURCES_FILE = DEMO_DIR / "sources.json"
 ANNOTATIONS_FILE = DEMO_DIR / "instances.json"
 
@@ -53,17 +54,6 @@ class DemoPhoto:
     sha256: str | None  # of the extracted file; None for video frames (decoder-dependent pixels)
     frame: int | None  # 0-based frame index when the photo is a frame of the video
     licence: str
-
-
-def cache_root(cache: str | os.PathLike[str] | None = None) -> Path:
-    """``cache``, else ``$SPLITSWEEP_CACHE``, else ``$XDG_CACHE_HOME/splitsweep``, else ``~/.cache/splitsweep``."""
-    if cache is not None:
-        return Path(cache).expanduser()
-    if os.environ.get("SPLITSWEEP_CACHE"):
-        return Path(os.environ["SPLITSWEEP_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "splitsweep"
 
 
 def _sources() -> dict[str, Any]:
@@ -95,7 +85,7 @@ def ensure_demo_images(cache: str | os.PathLike[str] | None = None) -> Path:
     fetched. Missing ones are extracted from the pinned packages, checked, and written
     atomically (temp file + rename), so an interrupted run leaves no half file.
     """
-    root = cache_root(cache)
+    root = cache_dir(cache)
     photos_dir = root / _PHOTOS_SUBDIR
     sources = _sources()
     missing = [p for p in demo_photos() if not _present(photos_dir / p.file_name, p.sha256)]
@@ -133,11 +123,11 @@ def ensure_demo_images(cache: str | os.PathLike[str] | None = None) -> Path:
 def ensure_video(cache: str | os.PathLike[str] | None = None) -> Path:
     """Make sure ``vtest.avi`` (795 frames, 768×576, pedestrians) is in the cache; return its path."""
     video = _sources()["video"]
-    path = cache_root(cache) / _VIDEO_SUBDIR / video["file_name"]
+    path = cache_dir(cache) / _VIDEO_SUBDIR / video["file_name"]
     if _present(path, video["sha256"]):
         return path
     spec = _sources()["packages"][video["package"]]
-    data = _fetch_members(video["package"], spec, {video["member"]}, cache_root(cache))[video["member"]]
+    data = _fetch_members(video["package"], spec, {video["member"]}, cache_dir(cache))[video["member"]]
     _check_sha(data, video["sha256"], f"{video['package']} {spec['version']}: {video['member']}")
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, data)

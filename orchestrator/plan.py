@@ -268,11 +268,7 @@ def build_plan(spec: Spec, *, fetch_assets: bool = True, dataset: Dataset | None
     settings = codec_settings(spec)
     models = tuple(plan_model(spec, m, i, fetch_assets=fetch_assets) for i, m in enumerate(spec.models))
     if dataset is None:
-        config = spec.dataset.model_dump(exclude_none=True)
-        for key in ("images", "annotations", "path"):
-            if key in config:
-                config[key] = spec.resolve(config[key])
-        dataset = make_dataset(config, spec_file=spec.file)
+        dataset = make_dataset(spec.dataset.config(spec.resolve), spec_file=spec.file)
     records = tuple(dataset.records())
     if not records:
         raise SpecError("the dataset has no images", file=spec.file, key="dataset")

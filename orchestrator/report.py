@@ -52,8 +52,9 @@ from pycocotools.cocoeval import COCOeval
 
 from orchestrator.results import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
 from orchestrator.schema import CONFIG_KEY, GROUND_TRUTH_FILE, REPORT_DIR, ROWS_DIR, SCHEMA_VERSION
-from tasks.errors import ResultsError
-from tasks.rows import Detections
+from tasks.codecs import label as codec_label
+from tasks.errors import ResultsError, SplitsweepError
+from tasks.rows import CodecSetting, Detections
 
 __all__ = ["REPORT_FILE", "REPORT_COLUMNS", "ReportResult", "ReportWarning", "build_report", "load_report"]
 
@@ -158,14 +159,19 @@ def _digest(*parts: object) -> str:
     return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
 
-def _setting_label(codec_params: str) -> str:
+def _setting_label(codec: str, codec_params: str) -> str:
+    """``qp=-18``: the codec's short label (its rate knob and non-default settings), without
+    the codec's name, which has its own column."""
     try:
         params = json.loads(codec_params) if codec_params else {}
     except ValueError:
         return codec_params
     if not isinstance(params, dict):
         return codec_params
-    return " ".join(f"{k}={v}" for k, v in sorted(params.items()))
+    try:
+        return codec_label(CodecSetting(codec, params)).removeprefix(codec).strip()
+    except SplitsweepError:  # a codec this installation does not know: show what is stored
+        return " ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
 def _aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
@@ -208,7 +214,7 @@ def _aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, np.ndarray]]
         int(c): np.unique(ids)
         for c, ids in zip(cfg_sorted[starts], np.split(ok["image_id"].to_numpy()[order], starts[1:]))
     } if len(starts) else {}
-    configs["setting"] = configs["codec_params"].map(_setting_label)
+    configs["setting"] = [_setting_label(c, p) for c, p in zip(configs["codec"], configs["codec_params"])]
     return configs, image_sets
 
 

@@ -42,15 +42,32 @@ class DatasetSpec(_Frozen):
     annotations: str | None = None
     path: str | None = None
     limit: int | None = Field(default=None, ge=1)
-    step: int = Field(default=1, ge=1)
+    step: int | None = Field(default=None, ge=1)
+    image_ids: list[int] | None = None
+    name: str | None = None
 
     @model_validator(mode="after")
-    def _paths_for_kind(self) -> DatasetSpec:
-        needs = {"coco": ("images", "annotations"), "folder": ("images",), "video": ("path",), "demo": ()}
+    def _keys_for_kind(self) -> DatasetSpec:
+        from .datasets import DATASET_KEYS
+
+        allowed = DATASET_KEYS[self.type]
+        extra = sorted(k for k in self.model_fields_set if k not in allowed)
+        if extra:
+            raise ValueError(f"`{extra[0]}` is not a setting of a {self.type} dataset (allowed: {', '.join(allowed)})")
+        needs = {"coco": ("images", "annotations"), "folder": ("path",), "video": ("path",), "demo": ()}
         for key in needs[self.type]:
             if getattr(self, key) is None:
                 raise ValueError(f"dataset type {self.type!r} needs `{key}`")
         return self
+
+    def config(self, resolve) -> dict:
+        """The mapping orchestrator.datasets.make_dataset takes, paths resolved with `resolve`."""
+        config = self.model_dump(exclude_unset=True)
+        config["type"] = self.type
+        for key in ("images", "annotations", "path"):
+            if key in config:
+                config[key] = resolve(config[key])
+        return config
 
 
 class SelectSpec(_Frozen):

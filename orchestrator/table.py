@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 
-__all__ = ["format_table", "human_bytes"]
+import pandas as pd
+
+__all__ = ["format_table", "human_bytes", "render_columns", "fmt_float", "fmt_pct"]
 
 
 def human_bytes(n: float | None) -> str:
@@ -48,3 +50,33 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, h
 
 def _is_number(value: Any) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def fmt_float(decimals: int) -> Callable[[Any], str]:
+    def fmt(value: Any) -> str:
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        if isinstance(value, float) and math.isinf(value):
+            return "inf"
+        return f"{value:.{decimals}f}"
+
+    return fmt
+
+
+def fmt_pct(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{100 * value:.1f}%"
+
+
+def render_columns(out: TextIO, df: pd.DataFrame, columns: Sequence[tuple[str, str, Callable[[Any], str]]]) -> None:
+    """Aligned columns: text left, numbers right."""
+    cells = [[fmt(v) for v in df[col]] for _, col, fmt in columns]
+    heads = [head for head, _, _ in columns]
+    widths = [max([len(h), *(len(c) for c in cells_)]) for h, cells_ in zip(heads, cells)]
+    numeric = [pd.api.types.is_numeric_dtype(df[col]) for _, col, _ in columns]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out.write(line(heads) + "\n")
+    for i in range(len(df)):
+        out.write(line([c[i] for c in cells]) + "\n")

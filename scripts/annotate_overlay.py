@@ -1,6 +1,6 @@
 """Render the demo photos with their hand-drawn boxes (and optionally a coordinate grid) to PNGs.
 
-This is how the boxes in data/demo/instances.json were drawn and checked: render a photo
+This is how the boxes in orchestrator/demo/instances.json were drawn and checked: render a photo
 with a labelled pixel grid, read off tight box corners, write them into the json, render
 the overlay, look again, repeat. No detector is involved at any step.
 

@@ -42,7 +42,7 @@ def test_good_spec_parses_with_defaults():
 def test_unknown_key_names_line_key_and_nearest():
     msg = error(GOOD.replace("limit: 12", "limt: 12"))
     assert msg.startswith("sweep.yaml:3: dataset.limt: unknown key 'limt'; did you mean 'limit'?")
-    assert "allowed: annotations, images, limit, path, step, type" in msg
+    assert "allowed: annotations, image_ids, images, limit, name, path, step, type" in msg
 
 
 def test_unknown_nested_key_in_split_range():
@@ -60,6 +60,8 @@ def test_wrong_type_and_range():
 def test_missing_required_and_kind_specific_keys():
     assert "sweep: required key is missing" in error(GOOD.replace("sweep: demo\n", ""))
     assert "needs `annotations`" in error(GOOD.replace("{type: demo, limit: 12}", "{type: coco, images: val2017}"))
+    msg = error(GOOD.replace("{type: demo, limit: 12}", "{type: coco, images: a, annotations: b, step: 2}"))
+    assert "sweep.yaml:3: dataset: `step` is not a setting of a coco dataset" in msg
 
 
 def test_split_range_and_tensor_names():

@@ -25,18 +25,24 @@ ANCHORS = np.array(
 )
 LABELS = np.array([1, 3, 18, 1, 62, 44], np.int64)  # person, car, dog, person, chair, bottle
 
-ADAPTER = {
-    "type": "boxes-labels-scores",
-    "input_size": [SIZE, SIZE],
-    "boxes": "boxes",
-    "labels": "labels",
-    "scores": "scores",
-    "score_threshold": 0.0,
-}
+def adapter_settings(size: int = SIZE) -> dict:
+    return {
+        "type": "boxes-labels-scores",
+        "input_size": [size, size],
+        "boxes": "boxes",
+        "labels": "labels",
+        "scores": "scores",
+        "score_threshold": 0.0,
+    }
 
 
-def tiny_detector(seed: int = 0) -> onnx.ModelProto:
-    """images (1,3,64,64) → boxes (K,4) xyxy input pixels, labels (K,), scores (K,)."""
+ADAPTER = adapter_settings()
+
+
+def tiny_detector(seed: int = 0, *, size: int = SIZE) -> onnx.ModelProto:
+    """images (1,3,size,size) → boxes (K,4) xyxy input pixels, labels (K,), scores (K,).
+
+    A larger `size` makes every cut tensor (and so every codec call) bigger: slower work."""
     b = Builder(seed=seed)
     k = len(ANCHORS)
     x = b.node("Relu", [b.conv("images", 3, 8, "c1", stride=2)], "r1")
@@ -57,12 +63,12 @@ def tiny_detector(seed: int = 0) -> onnx.ModelProto:
     o = b.node("Reshape", [o, shape_k4], "box_offsets")
     scale = b.weight("box.scale", np.array(3.0, np.float32))
     o = b.node("Mul", [o, scale], "box_scaled")
-    anchors = b.weight("anchors", ANCHORS)
+    anchors = b.weight("anchors", ANCHORS * np.float32(size / SIZE))
     b.node("Add", [anchors, o], "boxes", outputs=["boxes"])
     labels = b.weight("labels.const", LABELS)
     b.node("Identity", [labels], "labels", outputs=["labels"])
     return b.model(
-        [f32("images", [1, 3, SIZE, SIZE])],
+        [f32("images", [1, 3, size, size])],
         [f32("boxes", [k, 4]), helper.make_tensor_value_info("labels", TensorProto.INT64, [k]), f32("scores", [k])],
         "tinydet",
     )
@@ -107,8 +113,9 @@ def write_coco_folder(root: Path, n_images: int = 4, *, corrupt: tuple[int, ...]
     return images, ann
 
 
-def write_spec(root: Path, *, model: Path, images: Path, annotations: Path, output: Path, codecs: str, splits: str = "[3, 5, 9]", extra: str = "", sweep: str = "tiny") -> Path:
-    spec = root / "spec.yaml"
+def write_spec(root: Path, *, model: Path, images: Path, annotations: Path, output: Path, codecs: str,
+               splits: str = "[3, 5, 9]", extra: str = "", sweep: str = "tiny", size: int = SIZE, name: str = "spec.yaml") -> Path:
+    spec = root / name
     spec.write_text(
         f"""sweep: {sweep}
 output: {output}
@@ -116,7 +123,7 @@ dataset: {{type: coco, images: {images}, annotations: {annotations}}}
 models:
   - name: tinydet
     path: {model}
-    adapter: {json.dumps(ADAPTER)}
+    adapter: {json.dumps(adapter_settings(size))}
     splits: {splits}
 codecs:
 {codecs}

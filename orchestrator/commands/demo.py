@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from orchestrator.assets import ensure_models
     from orchestrator.demo_data import ensure_demo_images
-    from orchestrator.report import build_report, summary_table
+    from orchestrator.report import build_report
     from orchestrator.spec import load_spec
     from orchestrator.specs import DEMO_SPEC, FULL_SPEC
     from orchestrator.sweep import SweepOptions, run_sweep
@@ -33,9 +33,40 @@ def run(args) -> int:
     result = run_sweep(spec, SweepOptions(workers=args.workers))
     report = build_report(output)
     print()
-    print(summary_table(report.table))
+    summary_table(sys.stdout, report.table)
     c = result.plan_counts
     print(f"\n{c['ok']} ok, {c['failed']} failed of {c['tasks']} tasks; results in {output}")
     print(f"Open the dashboard:  splitsweep dashboard {args.output}")
     print(f"Full report as CSV:  splitsweep report {args.output} --csv report.csv")
     return 0 if c["remaining"] == 0 and not result.stats.interrupted else 1
+
+
+def summary_table(out, table) -> None:
+    """mAP and compression ratio per split and codec setting: what the demo is for."""
+    from orchestrator.table import fmt_float, fmt_pct, render_columns
+
+    table = table.sort_values(["model", "variant", "split", "codec", "qp", "setting"], na_position="first")
+    render_columns(
+        out,
+        table,
+        [
+            ("split", "split", fmt_float(0)),
+            ("codec", "codec", str),
+            ("setting", "setting", str),
+            ("images", "n_images", fmt_float(0)),
+            ("mAP", "ap", fmt_float(1)),
+            ("AP50", "ap50", fmt_float(1)),
+            ("ΔmAP", "delta_ap", fmt_float(1)),
+            ("coded", "coded_bytes", _kb),
+            ("ratio", "ratio", fmt_float(1)),
+            ("saving", "saving", fmt_pct),
+        ],
+    )
+    out.write("mAP: COCO AP@[.5:.95] in points; ΔmAP against the unsplit model (split -1); coded: mean KB "
+              "per image crossing the cut; ratio: float32 bytes / coded bytes\n")
+
+
+def _kb(value) -> str:
+    import math
+
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value / 1000:,.0f} KB"

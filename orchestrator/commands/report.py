@@ -16,6 +16,9 @@ import pandas as pd
 from orchestrator.bdrate import bd_table
 from orchestrator.pareto import cheapest_within, report_fronts
 from orchestrator.report import build_report
+from orchestrator.table import fmt_float as _fmt
+from orchestrator.table import fmt_pct as _pct
+from orchestrator.table import render_columns as _render
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "mpeg_columns", "MPEG_COLUMNS"]
 
@@ -157,36 +160,6 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
         return value
 
     return [{k: clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
-
-
-def _fmt(decimals: int) -> Callable[[Any], str]:
-    def fmt(value: Any) -> str:
-        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-            return "-"
-        if isinstance(value, float) and math.isinf(value):
-            return "inf"
-        return f"{value:.{decimals}f}"
-
-    return fmt
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None or pd.isna(value) else f"{100 * value:.1f}%"
-
-
-def _render(out: TextIO, df: pd.DataFrame, columns: Sequence[tuple[str, str, Callable[[Any], str]]]) -> None:
-    """Aligned columns: text left, numbers right."""
-    cells = [[fmt(v) for v in df[col]] for _, col, fmt in columns]
-    heads = [head for head, _, _ in columns]
-    widths = [max([len(h), *(len(c) for c in cells_)]) for h, cells_ in zip(heads, cells)]
-    numeric = [pd.api.types.is_numeric_dtype(df[col]) for _, col, _ in columns]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
-
-    out.write(line(heads) + "\n")
-    for i in range(len(df)):
-        out.write(line([c[i] for c in cells]) + "\n")
 
 
 def _print_tables(

@@ -117,7 +117,9 @@ def label(setting: CodecSetting) -> str:
     cls = _lookup(setting.codec)
     parts = [setting.codec]
     for s in cls.settings:
-        value = setting.params.get(s.name)
+        if s.name not in setting.params:
+            continue
+        value = setting.params[s.name]
         if s.default is REQUIRED or s.name == "bits" or value != s.default:
             parts.append(f"{s.name}={value}")
     return " ".join(parts)

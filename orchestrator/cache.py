@@ -1,0 +1,18 @@
+"""Where splitsweep keeps what it fetches and builds once per machine (models, demo photos)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["cache_dir"]
+
+
+def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
+    """``cache``, else ``$SPLITSWEEP_CACHE``, else ``$XDG_CACHE_HOME/splitsweep``, else ``~/.cache/splitsweep``."""
+    if cache:
+        return Path(cache).expanduser()
+    if os.environ.get("SPLITSWEEP_CACHE"):
+        return Path(os.environ["SPLITSWEEP_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "splitsweep"
