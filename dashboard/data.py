@@ -477,8 +477,13 @@ def _dataset_index(location: str, spec_text: str) -> tuple[Any, dict[int, Any]] 
         return f"this splitsweep cannot read datasets ({exc})"
     store = ResultsStore(location)
     try:
-        spec = parse_spec(spec_text, file=store.path(SPEC_FILE))
-        dataset = make_dataset(spec.dataset.model_dump(exclude_none=True), spec_file=spec.file)
+        # The sweep records its dataset with paths already resolved against the spec
+        # file's folder; spec.yaml alone would resolve them against the results location.
+        config = (store.read_json(META_FILE) or {}).get("dataset")
+        if config is None:
+            spec = parse_spec(spec_text, file=store.path(SPEC_FILE))
+            config = spec.dataset.config(spec.resolve)
+        dataset = make_dataset(config, spec_file=store.path(SPEC_FILE))
         return dataset, {int(r.image_id): r for r in dataset.records()}
     except (SplitsweepError, OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"

@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import pyarrow.parquet as pq
@@ -78,7 +79,13 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
     store = ResultsStore(spec.output_location)
     store.open_for_sweep(
         sweep=spec.sweep,
-        extra_meta={"evaluation": mode, "reference_score_threshold": spec.evaluation.score_threshold},
+        extra_meta={
+            "evaluation": mode,
+            "reference_score_threshold": spec.evaluation.score_threshold,
+            # resolved paths: what the dashboard opens for image drill-down
+            "dataset": spec.dataset.config(spec.resolve),
+            "spec_file": str(Path(spec.file).resolve()) if spec.file else None,
+        },
     )
     run = store.next_run()
     store.save_spec(spec.text or "", run=run)

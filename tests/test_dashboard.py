@@ -621,3 +621,13 @@ def test_command_refuses_a_missing_directory(tmp_path):
     args = parser.parse_args([str(tmp_path / "nope"), "--no-browser"])
     with pytest.raises(ResultsError, match="does not exist"):
         dashboard_command.run(args)
+
+
+def test_drilldown_opens_the_sweeps_own_images(sweep_results):
+    from dashboard.data import read_image
+
+    loaded = read_image(str(sweep_results), 1)
+    assert loaded.note is None and loaded.rgb is not None
+    assert loaded.rgb.shape == (80, 96, 3)  # tests/tinydet.photo's size
+    broken = read_image(str(sweep_results), 4)  # the truncated file: a note, not an exception
+    assert broken.rgb is None and broken.note == "image 4 cannot be read: OSError: image file is truncated"
