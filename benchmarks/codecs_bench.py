@@ -71,8 +71,8 @@ def run(shape, repeat: int) -> None:
           f"{'enc s':>7} {'dec s':>7} {'enc MB/s':>9} {'max err':>9} {'PSNR dB':>8}")
     for name, params in SETTINGS:
         codec = build(setting(name, params))
-        enc_s, data = best_of(repeat, lambda: codec.encode(arrays))
-        dec_s, out = best_of(repeat, lambda: codec.decode(data))
+        enc_s, data = best_of(repeat, lambda codec=codec: codec.encode(arrays))
+        dec_s, out = best_of(repeat, lambda codec=codec, data=data: codec.decode(data))
         diff = out["act"].astype(np.float64) - x
         err = float(np.abs(diff).max())
         mse = float(np.mean(diff**2))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
-import io
 
 from tasks.errors import ResultsError
 

@@ -13,7 +13,6 @@ from typing import Any, TextIO
 import pyarrow.parquet as pq
 
 from tasks.errors import SpecError
-from tasks.work import NO_SPLIT
 
 from .execute import ExecutionStats, RayOptions, cluster_cpus, connect, run_units
 from .plan import Plan, WorkUnit, build_plan

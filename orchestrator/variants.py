@@ -16,9 +16,8 @@ import pyarrow.parquet as pq
 from tasks import detectors
 from tasks import variants as variant_registry
 from tasks.errors import SplitsweepError
-from tasks.graph import SplitGraph
 from tasks.images import decode_image
-from tasks.macs import count_macs, measure_latency, split_macs
+from tasks.macs import count_macs, split_macs
 from tasks.work import describe_error
 
 from .schema import VARIANTS_DIR

@@ -17,8 +17,8 @@ from typing import Any
 
 from tasks import detectors
 from tasks.images import decode_image
-from tasks.runtime import SplitRunner
 from tasks.rows import CodecSetting
+from tasks.runtime import SplitRunner
 from tasks.work import NO_SPLIT, HeadOutput, TaskOutcome, describe_error, run_head, run_tasks
 
 __all__ = ["ModelPayload", "UnitPayload", "SweepWorker", "failed_rows"]

@@ -28,7 +28,7 @@ _PROTOBUF_LIMIT = 2**31 - 1
 Split = int | str
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dtype(elem_type: int) -> tuple[str | None, int | None]:
     """(numpy-style name, bits per element) of an ONNX element type; bits None for strings."""
     if elem_type == onnx.TensorProto.UNDEFINED:
@@ -43,7 +43,7 @@ def _dtype(elem_type: int) -> tuple[str | None, int | None]:
     return name, bits
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bits_by_name() -> dict[str, int | None]:
     return {_dtype(t)[0]: _dtype(t)[1] for t in onnx.TensorProto.DataType.values() if _dtype(t)[0]}
 

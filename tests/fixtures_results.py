@@ -109,7 +109,7 @@ def make_ground_truth(n_images: int, *, boxes_per_image: int = 4, first_id: int 
     for i in range(n_images):
         image_id = first_id + i
         images.append({"id": image_id, "width": WIDTH, "height": HEIGHT, "file_name": f"{image_id}.jpg"})
-        for b, (box, cat) in enumerate(_layout(boxes_per_image)):
+        for box, cat in _layout(boxes_per_image):
             annotations.append(
                 {
                     "id": len(annotations) + 1,

@@ -8,8 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from tasks.codecs import build, describe, header_size, names, setting, setting_grid
-from tasks.codecs import container
+from tasks.codecs import build, container, describe, header_size, names, setting, setting_grid
 from tasks.codecs.floats import from_bfloat16_bits, to_bfloat16_bits
 from tasks.codecs.uniform import pack_bits, unpack_bits
 from tasks.errors import CodecError

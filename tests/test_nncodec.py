@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.codecs import build, setting
-from tasks.codecs import container
+from tasks.codecs import build, container, setting
 from tasks.codecs.nnc import _nnr_encode, decode_arrays, encode_arrays, qp_range, step_size
 from tasks.errors import CodecError
 

@@ -53,15 +53,21 @@ def test_flush_by_row_count_and_time(store):
     assert len(store.part_files()) == 2
 
 
+def write(store, run, rows):
+    w = store.writer(run=run)
+    w.add(rows)
+    w.close()
+
+
 def test_later_row_supersedes_failure(store):
-    w = store.writer(run=1); w.add([row("a", "failed")]); w.close()
-    w = store.writer(run=2); w.add([row("a", "ok", seconds=5)]); w.close()
+    write(store, 1, [row("a", "failed")])
+    write(store, 2, [row("a", "ok", seconds=5)])
     assert store.task_status() == {"a": "ok"}
 
 
 def test_damaged_part_is_skipped_with_warning_and_kept(store):
-    w = store.writer(run=1); w.add([row("a")]); w.close()
-    w = store.writer(run=2); w.add([row("b")]); w.close()
+    write(store, 1, [row("a")])
+    write(store, 2, [row("b")])
     damaged = store.part_files()[0]
     with open(damaged, "r+b") as fh:
         fh.truncate(50)

@@ -3,7 +3,6 @@ a simulated multi-node cluster losing a node, and a driver killed with SIGKILL."
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -12,7 +11,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.plan import build_plan

@@ -15,7 +15,6 @@ from tasks.macs import count_macs
 from tasks.variants import VARIANTS, variant, variant_key, variant_label
 from tasks.variants.prune import magnitude_masks
 
-
 # --- graphs -----------------------------------------------------------------------
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from ..data import Filters, Note
 from orchestrator.results import StoreMeta
+
+from ..data import Filters, Note
 
 __all__ = ["ViewContext", "show_notes", "no_configs"]
 

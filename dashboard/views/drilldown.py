@@ -54,7 +54,7 @@ def draw_boxes(
     width = max(2, round(max(canvas.size) / 320))
     names = categories or {}
     if ground_truth is not None:
-        for (x, y, w, h), cat in zip(ground_truth.boxes.tolist(), ground_truth.category_ids.tolist()):
+        for x, y, w, h in ground_truth.boxes.tolist():
             # Thicker than a detection's, drawn first: a perfect hit still shows green inside the red.
             draw.rectangle([x, y, x + w, y + h], outline=GT_COLOR, width=2 * width + 1)
     if detections is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import onnx
@@ -107,7 +107,7 @@ class Tensor:
         return self.perm.index(axis % self.rank)
 
 
-Value = Union[Const, Tensor]
+Value = Const | Tensor
 
 
 class Builder:

@@ -10,6 +10,7 @@ model are the fp32 model's, now float16), and adds no dependency.
 from __future__ import annotations
 
 from collections import defaultdict
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
