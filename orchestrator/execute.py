@@ -87,6 +87,7 @@ def run_units(
     progress: Progress,
     workers: int,
     threads: int = 1,
+    optimization: str = "exact",
     max_in_flight: int | None = None,
     retries: int = 2,
     on_rows: Callable[[list[dict]], None] | None = None,
@@ -108,7 +109,7 @@ def run_units(
     start = time.monotonic()
 
     def new_slot() -> _Slot:
-        return _Slot(actor_cls.options(**options).remote(threads=threads))
+        return _Slot(actor_cls.options(**options).remote(threads=threads, optimization=optimization))
 
     slots = [new_slot() for _ in range(workers)]
     queue: deque = deque(units)

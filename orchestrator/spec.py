@@ -37,14 +37,17 @@ class _Frozen(BaseModel):
 class DatasetSpec(_Frozen):
     """Where the images come from. `type` picks the kind; paths are relative to the spec file."""
 
-    type: Literal["demo", "coco", "folder", "video"]
-    images: str | None = None
-    annotations: str | None = None
-    path: str | None = None
-    limit: int | None = Field(default=None, ge=1)
-    step: int | None = Field(default=None, ge=1)
-    image_ids: list[int] | None = None
-    name: str | None = None
+    type: Literal["demo", "coco", "folder", "video"] = Field(
+        description="demo: the 14 demo photos; coco: image folder + instances json; folder: unlabelled images "
+        "(reference evaluation); video: frames of a video file (reference evaluation)"
+    )
+    images: str | None = Field(default=None, description="coco: the image folder (e.g. val2017/)")
+    annotations: str | None = Field(default=None, description="coco: the COCO instances json (e.g. instances_val2017.json)")
+    path: str | None = Field(default=None, description="folder: the image folder; video: the video file")
+    limit: int | None = Field(default=None, ge=1, description="keep the first N images (json order, sorted names, frames)")
+    step: int | None = Field(default=None, ge=1, description="video: every N-th frame")
+    image_ids: list[int] | None = Field(default=None, description="coco: only these image ids")
+    name: str | None = Field(default=None, description="coco/folder/video: a display name for the dataset")
 
     @model_validator(mode="after")
     def _keys_for_kind(self) -> DatasetSpec:
@@ -73,36 +76,46 @@ class DatasetSpec(_Frozen):
 class SelectSpec(_Frozen):
     """Keep the first `first` images on which the reference (unsplit fp32) model's AP ≥ `min_ap`."""
 
-    min_ap: float = Field(ge=0.0, le=1.0)
-    first: int = Field(ge=1)
-    model: str | None = None
+    min_ap: float = Field(ge=0.0, le=1.0, description="keep images where the unsplit fp32 model's AP reaches this (0–1)")
+    first: int = Field(ge=1, description="keep this many images, in dataset order")
+    model: str | None = Field(default=None, description="the model whose AP decides (default: the first)")
 
 
 class EvaluationSpec(_Frozen):
     """Ground truth from the dataset's annotations, or the uncompressed model's own detections."""
 
-    mode: Literal["ground-truth", "reference"] | None = None
-    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    select: SelectSpec | None = None
+    mode: Literal["ground-truth", "reference"] | None = Field(
+        default=None,
+        description="ground-truth: the dataset's annotations; reference: the unsplit fp32 model's own detections "
+        "above score_threshold (default: ground-truth when the dataset has annotations)",
+    )
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="reference mode: detections kept as ground truth")
+    select: SelectSpec | None = Field(default=None, description="image selection (min_ap, first, model), as the seed study did")
 
 
 class SplitRange(_Frozen):
     """`{every: 20}` → split points 0, 20, 40, … (only valid ones are kept); `start`/`stop` bound it."""
 
-    every: int = Field(ge=1)
-    start: int = Field(default=0, ge=0)
-    stop: int | None = Field(default=None, ge=0)
+    every: int = Field(ge=1, description="a split point every N nodes")
+    start: int = Field(default=0, ge=0, description="first node index")
+    stop: int | None = Field(default=None, ge=0, description="last node index (default: the last valid one)")
 
 
 class ModelSpec(_Frozen):
     """One detector: an ONNX file (or `asset:centernet` / `asset:nanodet`), its adapter, its axes."""
 
-    name: str
-    path: str
-    adapter: str | dict[str, Any]
-    input_shapes: dict[str, list[int]] | None = None
-    variants: list[str | dict[str, dict[str, Any]]] = Field(default_factory=lambda: ["fp32"])
-    splits: list[int | str] | SplitRange
+    name: str = Field(description="the model's name in rows and reports")
+    path: str = Field(description="an ONNX file (relative to the spec), or asset:centernet / asset:nanodet")
+    adapter: str | dict[str, Any] = Field(
+        description="detector adapter: a name, or {type: name, setting: value, …} (see Detector adapters)"
+    )
+    input_shapes: dict[str, list[int]] | None = Field(default=None, description="fix symbolic input dimensions")
+    variants: list[str | dict[str, dict[str, Any]]] = Field(
+        default_factory=lambda: ["fp32"], description="model variants: names or {name: {settings}} (see Model variants)"
+    )
+    splits: list[int | str] | SplitRange = Field(
+        description="node indices to cut after, tensor names, or {every: N, start:, stop:}; the unsplit model (-1) always runs"
+    )
 
     @field_validator("name")
     @classmethod
@@ -150,13 +163,18 @@ class ModelSpec(_Frozen):
 class ExecutionSpec(_Frozen):
     """How the sweep runs: worker count, onnxruntime threads, in-flight bound, flush interval."""
 
-    workers: int | Literal["auto"] = "auto"
-    threads: int = Field(default=1, ge=1, le=64)
-    max_in_flight: int | None = Field(default=None, ge=1)
-    chunk_tasks: int = Field(default=64, ge=1)
-    flush_seconds: float = Field(default=5.0, gt=0)
-    retries: int = Field(default=2, ge=0)
-    address: str | None = None
+    workers: int | Literal["auto"] = Field(default="auto", description="worker actors (auto: cluster CPUs / threads)")
+    threads: int = Field(default=1, ge=1, le=64, description="onnxruntime intra-op threads per worker")
+    optimization: Literal["exact", "none", "basic", "extended", "all"] = Field(
+        default="exact",
+        description="onnxruntime graph optimisation; exact: no fusion that changes float rounding, so a lossless "
+        "cut reproduces the unsplit outputs bit for bit",
+    )
+    max_in_flight: int | None = Field(default=None, ge=1, description="work units in flight (default: 2 per worker)")
+    chunk_tasks: int = Field(default=64, ge=1, description="tasks per work unit at most (one head run feeds them)")
+    flush_seconds: float = Field(default=5.0, gt=0, description="rows are written to Parquet at least this often")
+    retries: int = Field(default=2, ge=0, description="times a unit is re-run after its worker was lost")
+    address: str | None = Field(default=None, description="Ray address (default: $RAY_ADDRESS, else a local Ray)")
 
     @field_validator("workers")
     @classmethod
@@ -169,13 +187,15 @@ class ExecutionSpec(_Frozen):
 class Spec(_Frozen):
     """A whole sweep. `file` is where it was read from (for messages and relative paths)."""
 
-    sweep: str
-    output: str
-    dataset: DatasetSpec
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    models: list[ModelSpec] = Field(min_length=1)
-    codecs: dict[str, dict[str, Any] | None] | list[dict[str, dict[str, Any] | None]]
-    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    sweep: str = Field(description="the sweep's name (letters, digits, . _ -)")
+    output: str = Field(description="results directory (relative to the spec) or a pyarrow filesystem URI (s3://…)")
+    dataset: DatasetSpec = Field(description="where the images come from")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="how detections are scored")
+    models: list[ModelSpec] = Field(min_length=1, description="the detectors to sweep")
+    codecs: dict[str, dict[str, Any] | None] | list[dict[str, dict[str, Any] | None]] = Field(
+        description="{codec: {setting: value or [values]}} (lists expand to a grid), or a list of such one-key mappings"
+    )
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description="how the sweep runs")
     file: str | None = None
     text: str | None = None
 

@@ -156,6 +156,7 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, ru
             progress=progress,
             workers=workers,
             threads=spec.execution.threads,
+            optimization=spec.execution.optimization,
             max_in_flight=spec.execution.max_in_flight,
             retries=spec.execution.retries,
             on_rows=options.on_rows,

@@ -58,8 +58,9 @@ class UnitPayload:
 class SweepWorker:
     """Caches runners per (model, variant) and the last image's head outputs."""
 
-    def __init__(self, *, threads: int = 1, fetch: Callable[[Any], bytes] | None = None) -> None:
+    def __init__(self, *, threads: int = 1, optimization: str = "exact", fetch: Callable[[Any], bytes] | None = None) -> None:
         self.threads = threads
+        self.optimization = optimization
         self._fetch = fetch or _fetch_ref
         self._models: dict[str, tuple[SplitRunner, Any, ModelPayload]] = {}
         self._head: tuple[tuple[str, int], HeadOutput, int, int] | None = None
@@ -73,7 +74,9 @@ class SweepWorker:
         if payload.key not in self._models:
             data = payload.source if isinstance(payload.source, (bytes, bytearray)) else self._fetch(payload.source)
             splits = tuple(_variant_split(payload, s) for s in payload.splits if _variant_split(payload, s) is not None)
-            runner = SplitRunner(bytes(data), splits, threads=self.threads, input_shapes=payload.input_shapes)
+            runner = SplitRunner(
+                bytes(data), splits, threads=self.threads, input_shapes=payload.input_shapes, optimization=self.optimization
+            )
             adapter = detectors.adapter(payload.adapter, dict(payload.adapter_settings))
             self._models[payload.key] = (runner, adapter, payload)
         return self._models[payload.key]

@@ -1,0 +1,100 @@
+"""docs/REFERENCE.md, generated from the code: spec keys, codecs, detector adapters, model
+variants and commands. `python -m orchestrator.reference > docs/REFERENCE.md`; a test
+checks the file is current, so every plug-in and setting stays documented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from tasks import codecs, detectors, variants
+from tasks.codecs.base import REQUIRED
+from tasks.detectors.settings import settings_table
+
+from .cli import COMMANDS
+from .spec import DatasetSpec, EvaluationSpec, ExecutionSpec, ModelSpec, SelectSpec, Spec, SplitRange
+
+__all__ = ["render_reference"]
+
+_SPEC_SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("top level", Spec),
+    ("dataset", DatasetSpec),
+    ("evaluation", EvaluationSpec),
+    ("evaluation.select", SelectSpec),
+    ("models[]", ModelSpec),
+    ("models[].splits as a range", SplitRange),
+    ("execution", ExecutionSpec),
+]
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _type(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("orchestrator.spec.", "")
+    return text.replace("NoneType", "null").replace("<class '", "").replace("'>", "")
+
+
+def _default(field) -> str:
+    if field.is_required():
+        return "required"
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if isinstance(value, BaseModel):
+        return "(its section below)"
+    return _cell(value)
+
+
+def render_reference() -> str:
+    out = ["# splitsweep reference", "",
+           "Generated from the code by `python -m orchestrator.reference`; a test keeps it current.", ""]
+    out += ["## Sweep spec keys", ""]
+    for title, model in _SPEC_SECTIONS:
+        out += [f"### {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            if name in ("file", "text"):
+                continue
+            out.append(f"| `{name}` | {_cell(_type(field.annotation))} | {_default(field)} | {_cell(field.description)} |")
+        out.append("")
+    out += ["## Codecs", "", "Settings given as lists expand to a grid: `{nncodec: {qp: [-38, -18]}}` is two settings.", ""]
+    for info in codecs.describe():
+        out += [f"### `{info.name}`{' (lossless)' if info.lossless else ''}", "", info.doc, ""]
+        if info.settings:
+            out += ["| setting | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+            for s in info.settings:
+                allowed = s.range_text or (f"{s.low}…{s.high}" if s.low is not None or s.high is not None else "")
+                default = "required" if s.default is REQUIRED else s.default
+                out.append(f"| `{s.name}` | {s.kind.__name__} | {_cell(default)} | {_cell(allowed)} | {_cell(s.doc)} |")
+            out.append("")
+    out += ["## Detector adapters", ""]
+    for name in detectors.ADAPTERS.names():
+        cls = detectors.ADAPTERS.get(name)
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        out += [f"### `{name}`", "", doc, "", "| setting | type | default | meaning |", "|---|---|---|---|"]
+        for setting, kind, default, text in settings_table(cls.Settings):
+            out.append(f"| `{setting}` | {_cell(kind)} | {_cell(default)} | {_cell(text)} |")
+        out.append("")
+    out += ["## Model variants", ""]
+    for name in variants.VARIANTS.names():
+        cls = variants.VARIANTS.get(name)
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        out += [f"### `{name}`", "", doc, ""]
+        if cls.options:
+            out += ["| setting | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+            for opt_name, opt in cls.options.items():
+                allowed = ", ".join(map(str, opt.choices)) if opt.choices else (
+                    f"{opt.minimum}…{opt.maximum}" if opt.minimum is not None or opt.maximum is not None else "")
+                out.append(f"| `{opt_name}` | {opt.kind.__name__} | {_cell(opt.default)} | {_cell(allowed)} | {_cell(opt.help)} |")
+            out.append("")
+    out += ["## Commands", "", "| command | what it does |", "|---|---|"]
+    for name, text in COMMANDS.items():
+        out.append(f"| `splitsweep {name}` | {_cell(text)} |")
+    out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(render_reference(), end="")
+
