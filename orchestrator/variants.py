@@ -40,14 +40,19 @@ class VariantBuild:
     error: str | None = None
 
 
+_SEARCH = 8  # how many fp32 nodes past a split to look for a tensor the variant kept
+
+
 def map_splits(base: onnx.ModelProto, variant: onnx.ModelProto, splits: list[int]) -> dict[int, int]:
     """Sweep split k (a node index of the fp32 model) → the variant's node index.
 
     Variants keep tensor names but not node indices (fp16 adds Casts, QDQ adds hundreds
-    of nodes), so the cut follows the tensor node k produces. Where that tensor's only
-    reader in the variant is a QuantizeLinear, the cut moves after it: the device sends
-    the int8 tensor, as a quantized deployment would. Splits without a counterpart are
-    left out (their tasks fail with that reason).
+    of nodes), so the cut follows the tensor node k produces. Where a variant dropped that
+    tensor (the quantizer folds a Clip into the op before it, renaming its output), the
+    cut moves to the first of the next few fp32 nodes whose tensor survives. Where that
+    tensor's only reader in the variant is a QuantizeLinear, the cut moves after it: the
+    device sends the 8-bit tensor, as a quantized deployment would. Splits without a
+    counterpart are left out (their tasks fail with that reason).
     """
     producer = {out: i for i, node in enumerate(variant.graph.node) for out in node.output if out}
     readers: dict[str, list[int]] = {}
@@ -56,8 +61,11 @@ def map_splits(base: onnx.ModelProto, variant: onnx.ModelProto, splits: list[int
             readers.setdefault(name, []).append(i)
     out = {}
     for k in splits:
-        names = [n for n in base.graph.node[k].output if n]
-        found = [producer[n] for n in names if n in producer]
+        found = []
+        for j in range(k, min(k + _SEARCH, len(base.graph.node))):
+            found = [producer[n] for n in base.graph.node[j].output if n and n in producer]
+            if found:
+                break
         if not found:
             continue
         index = max(found)

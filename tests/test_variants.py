@@ -530,3 +530,40 @@ def test_nncodec_weights_relative_qp_follows_each_tensors_scale():
         assert np.abs(after[name] - before[name]).max() <= 2 * step_size(qps[name])
     assert qps["w2"] < qps["w1"] - 30  # about 4·log2(1000) ≈ 40 QPs finer
     assert np.corrcoef(after["w2"].ravel(), before["w2"].ravel())[0, 1] > 0.9
+
+
+def test_defer_dequantize_keeps_results_and_sends_8_bit_skips():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tasks.graph import SplitGraph
+    from tasks.variants.quantize import defer_dequantize
+
+    def qdq(name):
+        return [
+            helper.make_node("QuantizeLinear", [name, "s", "z"], [f"{name}_q"], name=f"{name}_Q"),
+            helper.make_node("DequantizeLinear", [f"{name}_q", "s", "z"], [f"{name}_dq"], name=f"{name}_DQ"),
+        ]
+
+    # a is a skip connection: read only by the final Add, after the b branch.
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"), *qdq("a")]
+    nodes += [helper.make_node("Neg", ["x"], ["b"], name="neg"), *qdq("b")]
+    nodes += [helper.make_node("Add", ["b_dq", "a_dq"], ["y"], name="skip_add")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "z")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_operatorsetid("", 17)], ir_version=8)
+    x = np.array([-1.0, 0.5, 2.0, 3.3], np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert {i.name: i.dtype for i in SplitGraph(model).cut("b_q").tensor_infos} == {"a_dq": "float32", "b_q": "uint8"}
+
+    defer_dequantize(model)
+    onnx.checker.check_model(model)
+    assert [n.name for n in model.graph.node] == ["relu", "a_Q", "neg", "b_Q", "b_DQ", "a_DQ", "skip_add"]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(before, after)
+    cut = SplitGraph(model).cut("b_q")
+    assert set(cut.tensors) == {"a_q", "b_q"}
+    assert {info.dtype for info in cut.tensor_infos} == {"uint8"}

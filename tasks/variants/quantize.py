@@ -289,7 +289,45 @@ class Int8Static(Variant):
         if not any(n.op_type == "QuantizeLinear" for n in quantized.graph.node):
             raise VariantError(f"{self.label()}: onnxruntime's quantizer found nothing to quantize", key=self.key)
         _check_scales(quantized, self.label())
+        defer_dequantize(quantized)
         notes = _quantized_ops(model, quantized)
         if excluded:
             notes += (f"left in float (inf/NaN constants): {', '.join(excluded)}",)
         return Transformed(model=quantized, notes=notes)
+
+
+def defer_dequantize(model: onnx.ModelProto) -> None:
+    """Move every DequantizeLinear to just before its first reader, in place.
+
+    onnxruntime's quantizer puts each Q/DQ pair right after the producer, so a skip
+    connection crossing a cut would cross as the dequantized float tensor. With DQ nodes
+    as late as possible, every activation crosses any cut in its quantized (8-bit) form,
+    as a quantized deployment would send it. The order stays topological: a DQ reads only
+    its Q's output and constants, and keeps its place after that Q.
+    """
+    nodes = list(model.graph.node)
+    deferred = [n for n in nodes if n.op_type == "DequantizeLinear"]
+    pending = {out: n for n in deferred for out in n.output}
+    order: list[onnx.NodeProto] = []
+    placed: set[int] = set()
+    for node in nodes:
+        if node.op_type == "DequantizeLinear":
+            continue
+        for name in list(node.input) + _subgraph_reads(node):
+            dq = pending.get(name)
+            if dq is not None and id(dq) not in placed:
+                order.append(dq)
+                placed.add(id(dq))
+        order.append(node)
+    order += [n for n in deferred if id(n) not in placed]  # read only by graph outputs
+    del model.graph.node[:]
+    model.graph.node.extend(order)
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> list[str]:
+    names = []
+    for attr in node.attribute:
+        for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for inner in graph.node:
+                names += list(inner.input) + _subgraph_reads(inner)
+    return names
