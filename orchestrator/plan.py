@@ -233,6 +233,11 @@ class Plan:
                 units.append(WorkUnit(model, variant, image_id, tuple(tasks[i : i + chunk_tasks])))
         return units
 
+    def record(self, image_id: int) -> ImageRecord:
+        if not hasattr(self, "_records_by_id"):
+            self._records_by_id = {r.image_id: r for r in self.records}
+        return self._records_by_id[image_id]
+
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
 

@@ -10,11 +10,14 @@ One row per configuration (model, variant, split, codec, codec_params), stored a
                     COCO AP in AP points (0–100) on exactly the images this configuration
                     finished (those also in the ground truth: n_scored)
     n_scored        images scored
-    raw_bytes, coded_bytes, side_bytes
-                    mean per image; raw = float32 size of the cut tensors
+    raw_bytes, float32_bytes, coded_bytes, side_bytes
+                    mean per image; raw = the cut tensors as the model produced them
+                    (float16 in an fp16 variant, 8-bit after a QuantizeLinear);
+                    float32_bytes = the same elements at 4 bytes each
     bpp             mean over images of 8 × coded_bytes / (width × height)
-    ratio           raw / coded (sum over images; NaN where nothing was coded)
-    saving          1 − coded / raw, a fraction (the seed study's "compression ratio %")
+    ratio           float32 / coded (NaN where nothing was coded): the compression against
+                    float32, so variants that already shrink the cut show it
+    saving          1 − coded / float32, a fraction (the seed study's "compression ratio %")
     feature_psnr, head_s, encode_s, decode_s, tail_s   means
     ap_uncompressed the unsplit, uncoded model's AP (split −1, codec none, same model and
                     variant) on the images both finished
@@ -60,7 +63,7 @@ __all__ = ["REPORT_FILE", "REPORT_COLUMNS", "ReportResult", "ReportWarning", "bu
 
 REPORT_FILE = "configs.parquet"
 # Bump when scoring changes meaning: stored scores of an older format are recomputed.
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2  # 2: ratio and saving against float32_bytes
 REFERENCE_VARIANT = "fp32"
 BASELINE_SPLIT = -1
 BASELINE_CODEC = "none"
@@ -68,18 +71,18 @@ BASELINE_CODEC = "none"
 METRIC_COLUMNS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100")
 REPORT_COLUMNS = (
     *CONFIG_KEY, "setting", "qp", "n_images", "n_failed", *METRIC_COLUMNS, "n_scored",
-    "raw_bytes", "coded_bytes", "side_bytes", "bpp", "ratio", "saving",
+    "raw_bytes", "float32_bytes", "coded_bytes", "side_bytes", "bpp", "ratio", "saving",
     "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
     "ap_uncompressed", "delta_ap", "n_common", "score_key", "delta_key",
 )  # fmt: skip
 # Columns that only scoring computes: carried over from the stored report when still valid.
 _SCORED_COLUMNS = (*METRIC_COLUMNS, "n_scored", "ap_uncompressed", "delta_ap", "n_common")
 _MEAN_COLUMNS = (
-    "raw_bytes", "coded_bytes", "side_bytes", "bpp", "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
+    "raw_bytes", "float32_bytes", "coded_bytes", "side_bytes", "bpp", "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
 )  # fmt: skip
 # Everything but the detections: enough for every column except AP, and for the fingerprints.
 _LIGHT_COLUMNS = (
-    "task_id", *CONFIG_KEY, "qp", "image_id", "raw_bytes", "coded_bytes", "side_bytes", "feature_psnr",
+    "task_id", *CONFIG_KEY, "qp", "image_id", "raw_bytes", "float32_bytes", "coded_bytes", "side_bytes", "feature_psnr",
     "head_s", "encode_s", "decode_s", "tail_s", "image_width", "image_height", "status", "finished_at",
 )  # fmt: skip
 
@@ -189,10 +192,11 @@ def _aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, np.ndarray]]
     grouped = ok.groupby("cfg")
     for column in _MEAN_COLUMNS:
         configs[column] = grouped[column].mean().reindex(configs.index).astype("float64")
-    raw = configs["raw_bytes"]
+    # Against float32; rows written before float32_bytes existed fall back to raw_bytes.
+    reference = configs["float32_bytes"].fillna(configs["raw_bytes"])
     coded = configs["coded_bytes"]
-    configs["ratio"] = (raw / coded.where(coded > 0)).astype("float64")
-    configs["saving"] = (1.0 - coded / raw.where(raw > 0)).astype("float64")
+    configs["ratio"] = (reference / coded.where(coded > 0)).astype("float64")
+    configs["saving"] = (1.0 - coded / reference.where(reference > 0)).astype("float64")
 
     # Fingerprint of exactly the rows that scoring reads: count, latest finish, XOR of row keys.
     order = np.argsort(ok["cfg"].to_numpy(), kind="stable")

@@ -52,6 +52,7 @@ ROW_SCHEMA = pa.schema(
         pa.field("qp", pa.int32()),
         pa.field("image_id", pa.int64()),
         pa.field("raw_bytes", pa.int64()),
+        pa.field("float32_bytes", pa.int64()),
         pa.field("coded_bytes", pa.int64()),
         pa.field("side_bytes", pa.int64()),
         pa.field("feature_mse", pa.float64()),

@@ -21,7 +21,7 @@ from .schema import GROUND_TRUTH_FILE
 from .spec import Spec
 from .store import ResultsStore
 from .variants import VariantBuild, build_variants
-from .worker import ModelPayload, UnitPayload, UnitTask
+from .worker import ModelPayload, UnitPayload, UnitTask, failed_rows
 
 __all__ = ["SweepOptions", "SweepResult", "run_sweep", "evaluation_mode"]
 
@@ -127,31 +127,25 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, ru
     spec = plan.spec
     done = store.done_ids(retry_failed=options.retry_failed)
     writer = store.writer(run=run, flush_seconds=spec.execution.flush_seconds)
-    # Tasks of a variant that could not be built are stored as failed, with its reason.
-    failed_variant_rows = []
-    for key, build in variants.items():
-        if build.error:
-            for unit in plan.units(skip=done, chunk_tasks=10**9):
-                if _payload_key(unit.model, unit.variant) == key:
-                    from .worker import failed_rows
-
-                    failed_variant_rows += failed_rows(_unit_payload(plan, unit), payloads[key], build.error)
-    if failed_variant_rows:
-        writer.add(failed_variant_rows)
-        done = done | {r["task_id"] for r in failed_variant_rows}
     units = plan.units(skip=done, chunk_tasks=spec.execution.chunk_tasks)
-    remaining = sum(len(u.tasks) for u in units)
-    skipped = len(plan.tasks) - remaining
+    skipped = len(plan.tasks) - sum(len(u.tasks) for u in units)
     if skipped:
-        out.write(f"resume: {skipped} of {len(plan.tasks)} tasks already stored, {remaining} to run\n")
+        out.write(f"resume: {skipped} of {len(plan.tasks)} tasks already stored, {len(plan.tasks) - skipped} to run\n")
+    # Tasks of a variant that could not be built are stored as failed, with its reason.
+    failed = [u for u in units if (build := variants.get(_payload_key(u.model, u.variant))) is not None and build.error]
+    for unit in failed:
+        key = _payload_key(unit.model, unit.variant)
+        writer.add(failed_rows(_unit_payload(plan, unit), payloads[key], variants[key].error))
+    failed_ids = {id(u) for u in failed}
+    units = [u for u in units if id(u) not in failed_ids]
+    remaining = sum(len(u.tasks) for u in units)
     progress = Progress(remaining, stream=out)
-    records = {r.image_id: r for r in plan.records}
     try:
         stats = run_units(
             units,
             payloads=payloads,
             unit_payload=lambda u: _unit_payload(plan, u),
-            image_bytes=lambda image_id: plan.dataset.image_bytes(records[image_id]),
+            image_bytes=lambda image_id: plan.dataset.image_bytes(plan.record(image_id)),
             writer=writer,
             progress=progress,
             workers=workers,
@@ -173,7 +167,7 @@ def _payload_key(model: str, variant: str) -> str:
 
 
 def _unit_payload(plan: Plan, unit: WorkUnit) -> UnitPayload:
-    record = next(r for r in plan.records if r.image_id == unit.image_id)
+    record = plan.record(unit.image_id)
     return UnitPayload(
         sweep=plan.spec.sweep,
         model_key=_payload_key(unit.model, unit.variant),

@@ -150,6 +150,7 @@ def _row(unit, payload, task: UnitTask, outcome: TaskOutcome, *, width, height, 
     r = outcome.result
     row.update(
         raw_bytes=r.raw_bytes,
+        float32_bytes=r.float32_bytes,
         coded_bytes=r.coded_bytes,
         side_bytes=r.side_bytes,
         feature_mse=r.feature_mse,

@@ -120,6 +120,7 @@ class TaskResult:
     split: int
     setting: CodecSetting
     raw_bytes: int
+    float32_bytes: int  # the cut's elements at 4 bytes each: what "ratio against float32" divides
     coded_bytes: int
     side_bytes: int
     feature_mse: float

@@ -98,7 +98,7 @@ def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetti
         if setting.codec != "none":
             raise ValueError("the unsplit model (split -1) is only run with codec 'none'")
         result = TaskResult(
-            split=split, setting=setting, raw_bytes=0, coded_bytes=0, side_bytes=0,
+            split=split, setting=setting, raw_bytes=0, float32_bytes=0, coded_bytes=0, side_bytes=0,
             feature_mse=0.0, feature_psnr=math.inf, head_s=head.seconds,
             encode_s=0.0, decode_s=0.0, tail_s=0.0, outputs=head.outputs,
         )
@@ -124,6 +124,7 @@ def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetti
         split=split,
         setting=setting,
         raw_bytes=int(sum(a.nbytes for a in tensors.values())),
+        float32_bytes=int(sum(4 * a.size for a in tensors.values())),
         coded_bytes=len(data),
         side_bytes=int(sum(a.nbytes for a in side.values())),
         feature_mse=mse,

@@ -214,6 +214,7 @@ def config_rows(
         "qp": pa.nulls(n, pa.int32()) if config.params.get("qp") is None else const(config.params["qp"], np.int32),
         "image_id": ids,
         "raw_bytes": const(config.raw_bytes, np.int64),
+        "float32_bytes": const(config.raw_bytes, np.int64),  # synthetic cuts are float32
         "coded_bytes": const(config.coded_bytes, np.int64),
         "side_bytes": const(config.side_bytes, np.int64),
         "feature_mse": const(0.0, np.float64),
