@@ -66,7 +66,8 @@ class ExecutionStats:
     seconds: float = 0.0
     interrupted: bool = False
     workers: list[str] = field(default_factory=list)
-    worker_maxrss_mb: float = 0.0
+    worker_rss_mb: float = 0.0  # largest resident memory of a worker at the end
+    worker_maxrss_mb: float = 0.0  # largest peak resident memory of a worker
 
 
 @dataclass
@@ -88,6 +89,7 @@ def run_units(
     workers: int,
     threads: int = 1,
     optimization: str = "exact",
+    memory_mb: float = 400.0,
     max_in_flight: int | None = None,
     retries: int = 2,
     on_rows: Callable[[list[dict]], None] | None = None,
@@ -109,7 +111,7 @@ def run_units(
     start = time.monotonic()
 
     def new_slot() -> _Slot:
-        return _Slot(actor_cls.options(**options).remote(threads=threads, optimization=optimization))
+        return _Slot(actor_cls.options(**options).remote(threads=threads, optimization=optimization, memory_mb=memory_mb))
 
     slots = [new_slot() for _ in range(workers)]
     queue: deque = deque(units)
@@ -202,8 +204,9 @@ def run_units(
                 writer.flush()
             progress.render()
         pings = ray.get([s.handle.ping.remote() for s in slots if s.alive])
-        stats.workers = sorted(name for name, _ in pings)
-        stats.worker_maxrss_mb = max((rss for _, rss in pings), default=0.0)
+        stats.workers = sorted(name for name, _, _ in pings)
+        stats.worker_rss_mb = max((rss for _, rss, _ in pings), default=0.0)
+        stats.worker_maxrss_mb = max((peak for _, _, peak in pings), default=0.0)
     except KeyboardInterrupt:
         stats.interrupted = True
         raise

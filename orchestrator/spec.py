@@ -170,6 +170,9 @@ class ExecutionSpec(_Frozen):
         description="onnxruntime graph optimisation; exact: no fusion that changes float rounding, so a lossless "
         "cut reproduces the unsplit outputs bit for bit",
     )
+    worker_memory_mb: float = Field(
+        default=400, ge=0, description="a worker holding more returns freed memory to the OS after a unit (0: never)"
+    )
     max_in_flight: int | None = Field(default=None, ge=1, description="work units in flight (default: 2 per worker)")
     chunk_tasks: int = Field(default=64, ge=1, description="tasks per work unit at most (one head run feeds them)")
     flush_seconds: float = Field(default=5.0, gt=0, description="rows are written to Parquet at least this often")

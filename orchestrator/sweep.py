@@ -151,6 +151,7 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, ru
             workers=workers,
             threads=spec.execution.threads,
             optimization=spec.execution.optimization,
+            memory_mb=spec.execution.worker_memory_mb,
             max_in_flight=spec.execution.max_in_flight,
             retries=spec.execution.retries,
             on_rows=options.on_rows,

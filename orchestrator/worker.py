@@ -7,6 +7,7 @@ path on the driver's disk.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import os
 import resource
@@ -58,17 +59,25 @@ class UnitPayload:
 class SweepWorker:
     """Caches runners per (model, variant) and the last image's head outputs."""
 
-    def __init__(self, *, threads: int = 1, optimization: str = "exact", fetch: Callable[[Any], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        optimization: str = "exact",
+        memory_mb: float = 400.0,
+        fetch: Callable[[Any], bytes] | None = None,
+    ) -> None:
         self.threads = threads
         self.optimization = optimization
+        self.memory_mb = memory_mb
         self._fetch = fetch or _fetch_ref
         self._models: dict[str, tuple[SplitRunner, Any, ModelPayload]] = {}
         self._head: tuple[tuple[str, int], HeadOutput, int, int] | None = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
-    def ping(self) -> tuple[str, float]:
-        """This worker's name and its peak resident memory in MB."""
-        return self.name, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def ping(self) -> tuple[str, float, float]:
+        """This worker's name, its resident memory now and its peak, in MB."""
+        return self.name, _resident_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def _load(self, payload: ModelPayload):
         if payload.key not in self._models:
@@ -107,11 +116,41 @@ class SweepWorker:
             ]
         except Exception as exc:  # noqa: BLE001 - the unit's rows carry the error
             return failed_rows(unit, payload, describe_error(exc), worker=self.name)
+        finally:
+            self._keep_memory_bounded()
         now = dt.datetime.now(dt.timezone.utc)
         return [
             _row(unit, payload, task, outcome, width=width, height=height, worker=self.name, now=now)
             for task, outcome in zip(unit.tasks, outcomes)
         ]
+
+
+    def _keep_memory_bounded(self) -> None:
+        """Above its memory budget, hand freed heap back to the OS.
+
+        glibc keeps the memory of freed activation buffers mapped; a worker holding a head
+        and a tail session per split then sits near its peak for good. malloc_trim returns
+        it (measured on the demo CenterNet with 3 splits in a Ray actor: 433 → 255 MB
+        between units) at the price of re-faulting those pages in the next unit, so it is
+        done only when the budget is exceeded.
+        """
+        if self.memory_mb and _resident_mb() > self.memory_mb:
+            _malloc_trim()
+
+
+def _resident_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError):
+        return 0.0  # not Linux: nothing to measure, nothing to trim
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 def _variant_split(payload: ModelPayload, split: int) -> int | None:

@@ -98,6 +98,10 @@ def make_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = _LEVELS[optimization]
     options.log_severity_level = 3  # errors only; warnings about unused initializers are noise here
+    # No CPU memory arena: a worker holds one session per split, and each arena would keep
+    # its tail's peak activation memory for good. Measured on the demo CenterNet with 3
+    # splits: 444 → 348 MB resident, unit time unchanged (0.293 vs 0.294 s).
+    options.enable_cpu_mem_arena = False
     disabled = list(_ARITHMETIC_FUSIONS) if optimization == "exact" else []
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else bytes(model)
     try:
