@@ -11,7 +11,7 @@ the tail, decode detections and write them as JSON — what a one-off script doe
 (c) in one process with every session loaded: one full run per image exposing every cut
 tensor, then encode + decode + tail + detection decoding per (split, setting): the sum
 of those times is work no scheduler can avoid.
-Prints a table and writes JSON next to it (--json). --repeat R runs (c) and (b) back to
+Every measurement runs in a fresh Python process. Prints a table; --json saves it. --repeat R runs (c) and (b) back to
 back R times: timings on a shared 2-vCPU machine drift by ±15% between runs, so the
 ratios are taken within a repeat and their median reported; times are the best.
 """
@@ -122,6 +122,8 @@ def compute_limit(plan) -> dict:
     built = {s: codecs.build(s) for s in plan.settings}
     parts = {"head": 0.0, "encode": 0.0, "decode": 0.0, "tail": 0.0, "pre_post": 0.0}
     for record in plan.records:
+        if os.environ.get("BENCH_TRIM", "1") == "1":
+            _malloc_trim()  # between images, as workers do between units (see SweepWorker)
         t0 = time.perf_counter()
         rgb = decode_image(plan.dataset.image_bytes(record), name=str(record.image_id))
         prepared = adapter.preprocess(rgb)
@@ -151,6 +153,15 @@ def compute_limit(plan) -> dict:
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _malloc_trim() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
 def splitsweep(grid: str, images: int, workers: int) -> dict:
     import ray
 
@@ -165,9 +176,46 @@ def splitsweep(grid: str, images: int, workers: int) -> dict:
     ray_start = time.perf_counter() - t0
     result = run_sweep(spec, SweepOptions(stream=open(os.devnull, "w")))
     ray.shutdown()
-    return {"seconds": result.stats.seconds, "ray_start_s": ray_start, "tasks": result.stats.rows_ok + result.stats.rows_failed,
+    # The same run, taken apart: onnxruntime and codec seconds recorded in the rows, the
+    # rest of the workers' busy time (decode, pre/post-processing, distortion, rows), and
+    # the workers' idle time (start-up, scheduling, transfers).
+    from orchestrator.store import ResultsStore
+
+    rows = ResultsStore(out).read_rows(["image_id", "split", "head_s", "encode_s", "decode_s", "tail_s"]).to_pandas()
+    kernels = float(rows.groupby("image_id")["head_s"].first().sum() + rows[["encode_s", "decode_s", "tail_s"]].sum().sum())
+    return {"seconds": result.stats.seconds, "ray_start_s": ray_start, "first_rows_s": result.stats.first_rows_s,
+            "kernels_s": kernels, "busy_s": result.stats.worker_busy_s, "tasks": result.stats.rows_ok + result.stats.rows_failed,
             "failed": result.stats.rows_failed, "workers": workers, "worker_rss_mb": result.stats.worker_rss_mb,
             "worker_maxrss_mb": result.stats.worker_maxrss_mb}
+
+
+def _fresh(args, what: str) -> dict:
+    """One measurement in a new Python process: no Ray, heap or cache state carried over."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--grid", args.grid, "--images", str(args.images), "--one", what]
+    env = dict(os.environ)
+    if what in ("a", "c"):
+        # One core's worth, as a `threads: 1` worker gets: Ray runs workers with
+        # OMP_NUM_THREADS=1, and NNCodec's numpy code would otherwise use every core.
+        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _measure_one(args) -> int:
+    what = args.one
+    if what.startswith("b"):
+        result = splitsweep(args.grid, args.images, int(what[1:]))
+    else:
+        plan = plan_for(args.grid, args.images)
+        if what == "c":
+            result = compute_limit(plan)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                result = seed_style(plan, Path(tmp))
+    print(json.dumps(result))
+    return 0
 
 
 def main() -> int:
@@ -178,7 +226,10 @@ def main() -> int:
     parser.add_argument("--skip-seed", action="store_true")
     parser.add_argument("--repeat", type=int, default=1, help="paired repeats of (c) and (b) (timings here vary by ±15%%)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement in this process
     args = parser.parse_args()
+    if args.one:
+        return _measure_one(args)
     ensure_models()
     ensure_demo_images()
     plan = plan_for(args.grid, args.images)
@@ -188,28 +239,38 @@ def main() -> int:
     # Paired runs: (c) and every (b) back to back in each repeat, so that the machine's
     # drift between repeats (±15% here) cancels in the ratios; medians are reported.
     for _ in range(args.repeat):
-        rep = {"c": compute_limit(plan), "b": {w: splitsweep(args.grid, args.images, w) for w in args.workers}}
+        rep = {"c": _fresh(args, "c"), "b": {w: _fresh(args, f"b{w}") for w in args.workers}}
         results["repeats"].append(rep)
         print(f"  repeat: (c) {rep['c']['seconds']:.2f} s, " + ", ".join(
             f"(b) {w} worker(s) {b['seconds']:.2f} s" for w, b in rep["b"].items()), flush=True)
     limit = min((r["c"] for r in results["repeats"]), key=lambda r: r["seconds"])
     print(f"(c) compute limit      {limit['seconds']:8.2f} s  {json.dumps({k: round(v, 2) for k, v in limit['parts'].items()})}", flush=True)
     if not args.skip_seed:
-        with tempfile.TemporaryDirectory() as tmp:
-            seed = seed_style(plan, Path(tmp))
+        seed = _fresh(args, "a")
         results["a_seed"] = seed
         print(f"(a) one task at a time {seed['seconds']:8.2f} s  ({1000 * seed['seconds'] / n:.1f} ms/task)", flush=True)
     for w in args.workers:
         runs = [(r["c"]["seconds"], r["b"][w]) for r in results["repeats"]]
         best = min((b for _, b in runs), key=lambda b: b["seconds"])
         efficiency = statistics.median(c / (b["seconds"] * w) for c, b in runs)
+        # Steady state: leave out the start-up (actors, sessions, the first unit) and the
+        # first unit's share of (c), w units starting together.
+        first_share = w * (1 + len(plan.models[0].splits) * len(plan.settings)) / n
+        steady = statistics.median(c * (1 - first_share) / ((b["seconds"] - b["first_rows_s"]) * w) for c, b in runs)
         overhead_ms = statistics.median(1000 * (b["seconds"] * w - c) / n for c, b in runs)
         line = (f"(b) splitsweep {w:2d} worker(s) {best['seconds']:8.2f} s  (+{best['ray_start_s']:.1f} s Ray start)  "
-                f"efficiency vs (c): {efficiency:.0%} per worker, overhead {overhead_ms:.1f} ms/task, "
+                f"efficiency vs (c): {efficiency:.0%} per worker ({steady:.0%} after start-up of {best['first_rows_s']:.1f} s), "
+                f"overhead {overhead_ms:.1f} ms/task, "
                 f"worker RSS {best['worker_rss_mb']:.0f} MB (peak {best['worker_maxrss_mb']:.0f})")
         if "a_seed" in results:
             line += f", {results['a_seed']['seconds'] / best['seconds']:.1f}× faster than (a)"
-        results.setdefault("summary", {})[w] = {"best_s": best["seconds"], "efficiency": efficiency, "overhead_ms": overhead_ms}
+        in_worker = statistics.median(1000 * (b["busy_s"] - b["kernels_s"]) / n for _, b in runs)
+        idle = statistics.median(1000 * (b["seconds"] * w - b["busy_s"]) / n for _, b in runs)
+        print(f"    per task: {in_worker:.1f} ms in the worker outside onnxruntime and the codecs "
+              f"(image decode, pre/post-processing, distortion, row), {idle:.1f} ms of worker idle time "
+              f"(start-up, scheduling, transfers)", flush=True)
+        results.setdefault("summary", {})[w] = {"in_worker_ms": in_worker, "idle_ms": idle, "best_s": best["seconds"], "efficiency": efficiency,
+                                                "steady_efficiency": steady, "overhead_ms": overhead_ms}
         print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -66,8 +66,10 @@ class ExecutionStats:
     seconds: float = 0.0
     interrupted: bool = False
     workers: list[str] = field(default_factory=list)
+    first_rows_s: float | None = None  # start-up: workers started, models loaded, first unit done
     worker_rss_mb: float = 0.0  # largest resident memory of a worker at the end
     worker_maxrss_mb: float = 0.0  # largest peak resident memory of a worker
+    worker_busy_s: float = 0.0  # wall time the workers spent in units, summed
 
 
 @dataclass
@@ -150,6 +152,8 @@ def run_units(
         return same[0] if same else min(live, key=lambda s: s.inflight)
 
     def store(rows: list[dict]) -> None:
+        if stats.first_rows_s is None:
+            stats.first_rows_s = time.monotonic() - start
         ok = sum(r["status"] == "ok" for r in rows)
         stats.rows_ok += ok
         stats.rows_failed += len(rows) - ok
@@ -204,9 +208,10 @@ def run_units(
                 writer.flush()
             progress.render()
         pings = ray.get([s.handle.ping.remote() for s in slots if s.alive])
-        stats.workers = sorted(name for name, _, _ in pings)
-        stats.worker_rss_mb = max((rss for _, rss, _ in pings), default=0.0)
-        stats.worker_maxrss_mb = max((peak for _, _, peak in pings), default=0.0)
+        stats.workers = sorted(name for name, *_ in pings)
+        stats.worker_rss_mb = max((rss for _, rss, _, _ in pings), default=0.0)
+        stats.worker_maxrss_mb = max((peak for _, _, peak, _ in pings), default=0.0)
+        stats.worker_busy_s = sum(busy for *_, busy in pings)
     except KeyboardInterrupt:
         stats.interrupted = True
         raise

@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import resource
 import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,14 +71,15 @@ class SweepWorker:
         self.threads = threads
         self.optimization = optimization
         self.memory_mb = memory_mb
+        self.busy_s = 0.0  # wall time spent in run(): what the benchmark splits into compute and overhead
         self._fetch = fetch or _fetch_ref
         self._models: dict[str, tuple[SplitRunner, Any, ModelPayload]] = {}
         self._head: tuple[tuple[str, int], HeadOutput, int, int] | None = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
-    def ping(self) -> tuple[str, float, float]:
-        """This worker's name, its resident memory now and its peak, in MB."""
-        return self.name, _resident_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def ping(self) -> tuple[str, float, float, float]:
+        """This worker's name, its resident memory now and its peak (MB), and its busy seconds."""
+        return self.name, _resident_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, self.busy_s
 
     def _load(self, payload: ModelPayload):
         if payload.key not in self._models:
@@ -92,6 +94,14 @@ class SweepWorker:
 
     def run(self, payload: ModelPayload, image: bytes, unit: UnitPayload) -> list[dict]:
         """Rows for every task of the unit; a failure anywhere becomes failed rows, never lost."""
+        start = time.perf_counter()
+        try:
+            return self._run(payload, image, unit)
+        finally:
+            self._keep_memory_bounded()
+            self.busy_s += time.perf_counter() - start
+
+    def _run(self, payload: ModelPayload, image: bytes, unit: UnitPayload) -> list[dict]:
         try:
             runner, adapter, payload = self._load(payload)
             key = (payload.key, unit.image_id)
@@ -116,8 +126,6 @@ class SweepWorker:
             ]
         except Exception as exc:  # noqa: BLE001 - the unit's rows carry the error
             return failed_rows(unit, payload, describe_error(exc), worker=self.name)
-        finally:
-            self._keep_memory_bounded()
         now = dt.datetime.now(dt.timezone.utc)
         return [
             _row(unit, payload, task, outcome, width=width, height=height, worker=self.name, now=now)

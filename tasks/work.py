@@ -15,7 +15,7 @@ from .codecs import Codec, build
 from .errors import SplitsweepError
 from .rows import CodecSetting, Detections, TaskResult
 
-__all__ = ["HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "NO_SPLIT"]
+__all__ = ["HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "float_range", "NO_SPLIT"]
 
 NO_SPLIT = -1  # the unsplit, uncompressed model: the baseline of every (model, variant)
 
@@ -70,11 +70,12 @@ def run_tasks(
     and the other tasks go on.
     """
     codecs = dict(codecs or {})
+    ranges: dict[int, tuple[float, float]] = {}  # per split: the cut's value range, once
     outcomes = []
     for split, setting in tasks:
         try:
             codec = codecs.get(setting) or codecs.setdefault(setting, build(setting))
-            result, detections = _one_task(runner, adapter, head, split, setting, codec)
+            result, detections = _one_task(runner, adapter, head, split, setting, codec, ranges)
             outcomes.append(TaskOutcome(split, setting, result, detections, None))
         except Exception as exc:  # noqa: BLE001 - recorded as a failed row, see docstring
             outcomes.append(TaskOutcome(split, setting, None, None, describe_error(exc)))
@@ -93,7 +94,7 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetting, codec: Codec):
+def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetting, codec: Codec, ranges: dict):
     if split == NO_SPLIT:
         if setting.codec != "none":
             raise ValueError("the unsplit model (split -1) is only run with codec 'none'")
@@ -112,7 +113,12 @@ def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetti
     t1 = time.perf_counter()
     decoded = codec.decode(data)
     t2 = time.perf_counter()
-    mse, psnr = distortion(tensors, decoded)
+    if codec.lossless:  # bit-exact by contract (tested for every lossless codec)
+        mse, psnr = 0.0, math.inf
+    else:
+        if split not in ranges:
+            ranges[split] = float_range(tensors)
+        mse, psnr = distortion(tensors, decoded, value_range=ranges[split])
     if setting.codec == "none":
         # Lossless by construction: the full model's outputs are the tail's outputs.
         outputs, tail_s, detections = head.outputs, 0.0, head.detections
@@ -138,26 +144,41 @@ def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetti
     return result, detections
 
 
-def distortion(original: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray]) -> tuple[float, float]:
+def distortion(
+    original: Mapping[str, np.ndarray],
+    decoded: Mapping[str, np.ndarray],
+    *,
+    value_range: tuple[float, float] | None = None,
+) -> tuple[float, float]:
     """MSE over every float element of the cut, and PSNR against the cut's value range.
 
     PSNR's peak is (max − min) of the original float tensors, because activations have no
-    fixed range the way 8-bit pixels do; a lossless round trip gives (0, inf).
+    fixed range the way 8-bit pixels do; a lossless round trip gives (0, inf). Differences
+    are taken in float32 and summed in float64 (no float64 copy of multi-megabyte cuts);
+    `value_range` is the original's (min, max) when the caller already knows it.
     """
-    sq, count, lo, hi = 0.0, 0, math.inf, -math.inf
+    sq, count = 0.0, 0
     for name, ref in original.items():
         if not np.issubdtype(ref.dtype, np.floating):
             continue
-        ref64 = ref.astype(np.float64)
-        diff = ref64 - np.asarray(decoded[name], dtype=np.float64)
-        sq += float(np.sum(diff * diff))
+        diff = np.subtract(decoded[name], ref, dtype=np.float32)
+        np.square(diff, out=diff)
+        sq += float(diff.sum(dtype=np.float64))
         count += ref.size
-        if ref.size:
-            lo, hi = min(lo, float(ref64.min())), max(hi, float(ref64.max()))
     if count == 0:
         return 0.0, math.inf
     mse = sq / count
     if mse == 0.0:
         return 0.0, math.inf
+    lo, hi = value_range if value_range is not None else float_range(original)
     peak = hi - lo if hi > lo else 1.0
     return mse, 10.0 * math.log10(peak * peak / mse)
+
+
+def float_range(tensors: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """(min, max) over the float tensors' elements."""
+    lo, hi = math.inf, -math.inf
+    for ref in tensors.values():
+        if np.issubdtype(ref.dtype, np.floating) and ref.size:
+            lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
+    return lo, hi
