@@ -33,9 +33,16 @@ def connect(options: RayOptions) -> bool:
     """Start or join Ray; True when this call started a local instance (to shut it down)."""
     import ray
 
-    if ray.is_initialized():
-        return False
     address = options.address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address not in (None, "auto") and address.split("://")[-1] != current:
+            raise ResultsError(
+                f"Ray is already running in this process, connected to {current}; cannot join {address} "
+                "(call ray.shutdown() first)",
+                key="execution.address",
+            )
+        return False
     kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True, include_dashboard=False)
     if address is None:
         # Local Ray: workers are started from this interpreter's environment; make sure
@@ -207,7 +214,14 @@ def run_units(
             if writer.due():
                 writer.flush()
             progress.render()
-        pings = ray.get([s.handle.ping.remote() for s in slots if s.alive])
+        pings = []
+        for slot in slots:  # one at a time: a worker lost while idle is only found out here
+            if slot.alive:
+                try:
+                    pings.append(ray.get(slot.handle.ping.remote()))
+                except (RayActorError, ActorUnavailableError):
+                    slot.alive = False
+                    stats.lost_workers += 1
         stats.workers = sorted(name for name, *_ in pings)
         stats.worker_rss_mb = max((rss for _, rss, _, _ in pings), default=0.0)
         stats.worker_maxrss_mb = max((peak for _, _, peak, _ in pings), default=0.0)

@@ -16,6 +16,19 @@ SWEEP_CODECS = """  none: {}
 """
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray of 2 CPUs for the tests of one module, shut down after them."""
+    import ray
+
+    from orchestrator.execute import RayOptions, connect
+
+    started = connect(RayOptions(num_cpus=2))
+    yield
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def sweep_results(tmp_path_factory) -> Path:
     """A finished sweep: tinydet, 5 images (one corrupt), 3 splits, 10 codec settings, 2 variants."""

@@ -15,18 +15,6 @@ from orchestrator.sweep import SweepOptions, run_sweep
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from orchestrator.execute import RayOptions, connect
-
-    started = connect(RayOptions(num_cpus=2))
-    yield
-    if started:
-        ray.shutdown()
-
-
 def test_reference_mode_on_vtest_frames(ray_local, tmp_path):
     from orchestrator.demo_data import ensure_video
 

@@ -23,18 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHEAP = "  none: {}\n  float16: {}\n  uniform: {bits: [8, 2]}\n"
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from orchestrator.execute import RayOptions, connect
-
-    started = connect(RayOptions(num_cpus=2))
-    yield
-    if started:
-        ray.shutdown()
-
-
 @pytest.fixture
 def sweep_dir(tmp_path):
     model = tmp_path / "tinydet.onnx"
@@ -49,7 +37,7 @@ def stored(location: str):
     return rows, Counter(rows["task_id"].to_pylist())
 
 
-def test_sweep_stores_every_task_once_and_resumes(ray_local, sweep_dir, capsys):
+def test_sweep_stores_every_task_once_and_resumes(ray_local, sweep_dir):
     tmp, model, images, ann = sweep_dir
     out = tmp / "res"
     spec = load_spec(write_spec(tmp, model=model, images=images, annotations=ann, output=out, codecs=CHEAP))
@@ -118,6 +106,7 @@ def test_simulated_cluster_losing_a_node_stores_every_task_once(sweep_dir, monke
 
     tmp, model, images, ann = sweep_dir
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    ray.shutdown()  # a local Ray of another test in this process must not take the cluster's place
     out = tmp / "res"
     spec = load_spec(write_spec(tmp, model=model, images=images, annotations=ann, output=out,
                                 codecs=CHEAP + "  nncodec: {qp: [-30, -20]}\n"))
@@ -134,6 +123,7 @@ def test_simulated_cluster_losing_a_node_stores_every_task_once(sweep_dir, monke
 
         result = run_sweep(spec, SweepOptions(address=cluster.address, workers=3, on_rows=lose_a_node))
         assert lost
+        assert ray.get_runtime_context().gcs_address == cluster.address  # it ran on the cluster
         rows, counts = stored(str(out))
         planned = {t.task_id for t in build_plan(spec).tasks}
         assert set(counts) == planned and max(counts.values()) == 1
@@ -184,3 +174,20 @@ def test_sigkill_mid_sweep_then_resume_matches_uninterrupted_run(tmp_path):
     ids = ResultsStore(str(tmp_path / "killed")).read_rows(["task_id"])["task_id"].to_pylist()
     assert len(ids) == len(set(ids)) == total  # nothing lost, nothing duplicated
     assert a == b  # the same values: every codec here is deterministic
+
+
+def test_joining_another_cluster_while_ray_runs_is_refused():
+    import ray
+
+    from orchestrator.execute import RayOptions, connect
+    from tasks.errors import ResultsError
+
+    started = connect(RayOptions(num_cpus=2))  # a test before this one may have shut Ray down
+    try:
+        assert ray.is_initialized()
+        with pytest.raises(ResultsError, match="already running in this process.*cannot join 10.0.0.1:6379"):
+            connect(RayOptions(address="10.0.0.1:6379"))
+        assert connect(RayOptions()) is False  # no address: the running Ray is used
+    finally:
+        if started:
+            ray.shutdown()
