@@ -32,7 +32,6 @@ truth) changed are re-scored, and the detections column is read only for them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -42,7 +41,6 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,13 +48,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from orchestrator.results import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
 from orchestrator.schema import CONFIG_KEY, GROUND_TRUTH_FILE, REPORT_DIR, ROWS_DIR, SCHEMA_VERSION
 from tasks.codecs import label as codec_label
 from tasks.errors import ResultsError, SplitsweepError
+from tasks.metrics import CocoMetrics, GroundTruth, coco_metrics, reference_ground_truth
 from tasks.rows import CodecSetting, Detections
 
 __all__ = ["REPORT_FILE", "REPORT_COLUMNS", "ReportResult", "ReportWarning", "build_report", "load_report"]
@@ -104,58 +101,13 @@ class ReportResult:
     skipped_parts: tuple[str, ...]  # damaged part files left out
 
 
-@dataclass(frozen=True)
-class _Metrics:
-    ap: float
-    ap50: float
-    ap75: float
-    ap_small: float
-    ap_medium: float
-    ap_large: float
-    ar100: float
-    n_images: int
-
-
-def _score(gt: Mapping[str, Any], dets_by_image: Mapping[int, Detections], image_ids: Iterable[int]) -> _Metrics:
+def _score(gt: GroundTruth, dets_by_image: Mapping[int, Detections], image_ids: Iterable[int]) -> CocoMetrics:
     """COCO bbox metrics (fractions 0–1, NaN where undefined) of ``dets_by_image`` on ``image_ids``.
 
-    The report's only call into pycocotools. ``tasks.metrics.coco_metrics`` takes the same
-    arguments and returns the same fields, so it can take this function's place in one line.
+    Detections of categories the ground truth does not list are left out, as pycocotools
+    does: an annotation file of persons only scores a COCO-80 detector on persons.
     """
-    ids = sorted(int(i) for i in image_ids)
-    if not ids:
-        return _Metrics(*([float("nan")] * 7), n_images=0)
-    anns: list[dict[str, Any]] = []
-    for image_id in ids:
-        dets = dets_by_image.get(image_id)
-        if dets is None or not len(dets):
-            continue
-        for box, score, cat in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.category_ids.tolist()):
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": image_id,
-                    "category_id": cat,
-                    "bbox": box,
-                    "score": score,
-                    "area": box[2] * box[3],
-                    "iscrowd": 0,
-                }
-            )
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco_gt = COCO()
-        coco_gt.dataset = dict(gt)
-        coco_gt.createIndex()
-        coco_dt = COCO()
-        coco_dt.dataset = {"images": gt["images"], "categories": gt.get("categories", []), "annotations": anns}
-        coco_dt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
-        evaluator.params.imgIds = ids
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    s = [float(v) if v >= 0 else float("nan") for v in evaluator.stats]
-    return _Metrics(s[0], s[1], s[2], s[3], s[4], s[5], s[8], n_images=len(ids))
+    return coco_metrics(gt, dets_by_image, image_ids=image_ids, unknown_categories="ignore")
 
 
 def _digest(*parts: object) -> str:
@@ -291,30 +243,20 @@ def _read_detections(
     return out
 
 
+@dataclass(frozen=True)
+class _ImageSize:
+    image_id: int
+    width: int
+    height: int
+    file_name: str = ""
+
+
 def _reference_ground_truth(
     dets_by_image: Mapping[int, Detections], sizes: Mapping[int, tuple[int, int]], threshold: float
-) -> dict[str, Any]:
-    """A COCO dict whose boxes are the reference model's detections scoring ≥ threshold."""
-    images = [{"id": int(i), "width": int(w), "height": int(h)} for i, (w, h) in sorted(sizes.items())]
-    annotations, categories = [], set()
-    for image_id in sorted(sizes):
-        dets = dets_by_image.get(image_id)
-        if dets is None:
-            continue
-        for box, score, cat in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.category_ids.tolist()):
-            if score >= threshold:
-                categories.add(cat)
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": int(image_id),
-                        "category_id": cat,
-                        "bbox": box,
-                        "area": box[2] * box[3],
-                        "iscrowd": 0,
-                    }
-                )
-    return {"images": images, "annotations": annotations, "categories": [{"id": c} for c in sorted(categories)]}
+) -> GroundTruth:
+    """The reference model's detections scoring ≥ threshold as ground truth, indexed once."""
+    records = [_ImageSize(int(i), int(w), int(h)) for i, (w, h) in sorted(sizes.items())]
+    return GroundTruth.from_dict(reference_ground_truth(dets_by_image, records, score_threshold=threshold))
 
 
 def _baseline_ids(configs: pd.DataFrame) -> dict[tuple[str, str], int]:
@@ -382,7 +324,7 @@ class _Rescore:
             int(c): self.baselines.get((m, v)) for c, m, v in zip(configs.index, configs["model"], configs["variant"])
         }
         self.reference = store.meta.evaluation == "reference"
-        self.gt_by_model: dict[str, dict[str, Any]] = {}
+        self.gt_by_model: dict[str, GroundTruth] = {}
         self.gt_images: dict[str, np.ndarray] = {}
         self.dets: dict[int, dict[int, Detections]] = {}
         self._baseline_cache: dict[tuple[int, str], float] = {}
@@ -471,10 +413,10 @@ class _Rescore:
                     self.store.meta.reference_score_threshold,
                 )
         else:
-            gt = self.store.load_ground_truth()
+            gt = GroundTruth.from_dict(self.store.load_ground_truth(), file=self.store.path(GROUND_TRUTH_FILE))
             self.gt_by_model = {m: gt for m in models}
         for m, gt in self.gt_by_model.items():
-            self.gt_images[m] = np.fromiter((img["id"] for img in gt["images"]), np.int64)
+            self.gt_images[m] = np.fromiter(sorted(gt.image_ids), np.int64)
 
     def _images(self, c: int) -> np.ndarray:
         return self.image_sets.get(c, np.zeros(0, np.int64))
@@ -490,7 +432,7 @@ class _Rescore:
         """COCO AP of each configuration on every image it finished (and the GT holds);
         with ``workers`` > 1 configurations are scored in that many processes."""
         configs = self.configs
-        jobs: list[tuple[int, Mapping[str, Any], Mapping[int, Detections], np.ndarray]] = []
+        jobs: list[tuple[int, GroundTruth, Mapping[int, Detections], np.ndarray]] = []
         for c in ap_ids:
             gt = self.gt_by_model.get(configs.at[c, "model"])
             ids = self._scored_images(c)

@@ -7,7 +7,7 @@ import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -217,6 +217,7 @@ def coco_metrics(
     *,
     image_ids: Iterable[int] | None = None,
     category_ids: Iterable[int] | None = None,
+    unknown_categories: Literal["error", "ignore"] = "error",
 ) -> CocoMetrics:
     """COCOeval (bbox) of ``detections`` against ``gt`` on exactly ``image_ids``.
 
@@ -228,7 +229,10 @@ def coco_metrics(
     Categories: detections in a category that the GT lists but has no box of in
     these images are ignored, as pycocotools does (no false positives without a
     ground-truth class to miss). A category id that the GT does not list at all is a
-    DataError: the detector's label map does not fit the annotations. The reverse —
+    DataError: the detector's label map does not fit the annotations — unless
+    ``unknown_categories="ignore"``, which drops those detections as pycocotools would
+    (the report does this: a person-only annotation file scores a COCO-80 detector on
+    persons). The reverse —
     GT categories the model can never produce — stay in the mean with AP 0, which is
     the honest COCO number; pass ``category_ids`` to evaluate a subset instead.
     """
@@ -245,7 +249,9 @@ def coco_metrics(
         if int(image_id) in wanted:
             results.extend(dets.to_coco(int(image_id)))
     unknown_cats = sorted({r["category_id"] for r in results} - truth.category_ids)
-    if unknown_cats:
+    if unknown_cats and unknown_categories == "ignore":
+        results = [r for r in results if r["category_id"] in truth.category_ids]
+    elif unknown_cats:
         raise DataError(
             f"detections use category ids the ground truth does not list: {_first(unknown_cats)}",
             key="category_id",

@@ -177,6 +177,13 @@ def test_unknown_detection_category_is_a_data_error(gt, detections):
     assert info.value.key == "category_id"
 
 
+def test_unknown_categories_can_be_ignored(gt, detections):
+    extra = dict(detections)
+    extra[13] = _dets([*zip(detections[13].boxes, detections[13].scores, detections[13].category_ids),
+                       ((0, 0, 10, 10), 0.99, 99), ((100, 100, 25, 25), 0.98, 5)])
+    assert coco_metrics(gt, extra, unknown_categories="ignore") == coco_metrics(gt, detections)
+
+
 def test_categories_without_ground_truth_boxes_do_not_count(gt, detections):
     extra = dict(detections)
     extra[13] = _dets([((201, 105, 28, 60), 0.75, PERSON), ((300, 300, 20, 20), 0.99, CUP)])

@@ -240,6 +240,24 @@ def test_reference_evaluation_scores_against_the_fp32_model(tmp_path):
     assert _row(table, codec_params='{"qp":0}')["ap50"] == pytest.approx(100.0)
 
 
+def test_annotation_file_of_fewer_categories_scores_only_those(tmp_path):
+    """Persons only in the annotations: the detector's cars are left out, not an error."""
+    store = write_store(tmp_path / "r", CONFIGS, n_images=4)
+    gt = copy.deepcopy(store.ground_truth)
+    gt["categories"] = [c for c in gt["categories"] if c["id"] == 1]
+    gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] == 1]
+    (store.root / "ground_truth.json").write_text(json.dumps(gt))
+    table = build_report(store.root, save=False).table
+    rows = pq.read_table(store.root / ROWS_DIR)
+    for config in CONFIGS[:4]:
+        row = _row(table, split=config.split, codec=config.codec, codec_params=config.codec_params)
+        mine = rows.filter(
+            pc.and_(pc.equal(rows["codec_params"], config.codec_params), pc.equal(rows["split"], config.split))
+        )
+        assert (row["ap"], row["ap50"], row["ap75"]) == pytest.approx(_pycocotools_ap(gt, mine))
+    assert _row(table, split=-1)["ap"] == pytest.approx(100.0)
+
+
 def test_images_missing_from_ground_truth_are_left_out_with_a_warning(tmp_path):
     store = write_store(tmp_path / "r", [BASE], n_images=4)
     gt = copy.deepcopy(store.ground_truth)
