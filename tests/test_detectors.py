@@ -498,3 +498,18 @@ def test_demo_models_find_the_people_the_cat_and_the_cup(model, photos):
         assert det.scores[best] >= 0.3, f"{model}: {label} in {photo} scores only {det.scores[best]:.2f}"
         assert iou(xyxy(det)[best], hand_box) >= 0.5, f"{model}: {label} box in {photo} is off: {xyxy(det)[best]}"
         assert 0 < len(det) <= 100 and (np.diff(det.scores) <= 0).all()
+
+
+def test_centernet_peaks_equal_a_padded_3x3_maximum_filter_edges_and_ties_included():
+    from tasks.detectors.centernet import peaks
+
+    rng = np.random.default_rng(7)
+    heat = rng.integers(0, 4, size=(9, 7, 5)).astype(np.float32)  # small integers: many ties
+    padded = np.pad(heat, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(0, 1))
+    expected = (heat == windows.max(axis=(-2, -1))).reshape(-1)
+    candidates = np.arange(heat.size)
+    assert peaks(heat, candidates).tolist() == expected.tolist()
+    assert 0 < expected.sum() < heat.size  # some cells are peaks, some are not
+    subset = candidates[::3]
+    assert peaks(heat, subset).tolist() == expected[subset].tolist()

@@ -43,17 +43,23 @@ class CenterNetSettings(ImageSettings):
 
 
 def peaks(heatmap: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Which flat indices of an H×W×C heatmap equal the maximum of their 3×3 neighbourhood (same class)."""
+    """Which flat indices of an H×W×C heatmap equal the maximum of their 3×3 neighbourhood (same class).
+
+    Neighbours are read at clipped coordinates: at an edge that re-reads a cell of the
+    same neighbourhood, which leaves the maximum unchanged (and copies no padded map).
+    """
     height, width, classes = heatmap.shape
-    padded = np.pad(heatmap, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
     c = candidates % classes
-    x = candidates // classes % width
-    y = candidates // classes // width
-    local = np.full(len(candidates), -np.inf, dtype=heatmap.dtype)
-    for dy in range(3):
-        for dx in range(3):
-            np.maximum(local, padded[y + dy, x + dx, c], out=local)
-    return heatmap.reshape(-1)[candidates] == local
+    cell = candidates // classes
+    x, y = cell % width, cell // width
+    value = heatmap.reshape(-1)[candidates]
+    local = value.copy()
+    for dy in (-1, 0, 1):
+        yy = np.clip(y + dy, 0, height - 1)
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                np.maximum(local, heatmap[yy, np.clip(x + dx, 0, width - 1), c], out=local)
+    return value == local
 
 
 @ADAPTERS.register("centernet")
