@@ -38,3 +38,18 @@ def test_readme_names_every_command_and_starts_with_the_two_commands():
     fence = readme.index("```bash")
     first = [line.split("#")[0].strip() for line in readme[fence:].splitlines()[1:3]]
     assert first == ["make demo", "make test"]
+
+
+def test_printed_commands_name_the_script_that_runs_when_it_is_not_on_path(tmp_path, monkeypatch):
+    from orchestrator.commands import demo
+
+    bin_dir = tmp_path / "env" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "splitsweep").write_text("#!/bin/sh\n")
+    (bin_dir / "splitsweep").chmod(0o755)
+    monkeypatch.setattr(demo.sys, "executable", str(bin_dir / "python"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert demo.program() == "env/bin/splitsweep"
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert demo.program() == "splitsweep"

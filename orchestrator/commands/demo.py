@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from pathlib import Path
 
 NAME = "demo"
 HELP = "Fetch the demo detector and photos if needed, run the demo sweep on local Ray, print the summary."
@@ -36,8 +38,9 @@ def run(args) -> int:
     summary_table(sys.stdout, report.table)
     c = result.plan_counts
     print(f"\n{c['ok']} ok, {c['failed']} failed of {c['tasks']} tasks; results in {output}")
-    print(f"Open the dashboard:  splitsweep dashboard {args.output}")
-    print(f"Full report as CSV:  splitsweep report {args.output} --csv report.csv")
+    me = program()
+    print(f"Open the dashboard:  {me} dashboard {args.output}")
+    print(f"Full report as CSV:  {me} report {args.output} --csv report.csv")
     return 0 if c["remaining"] == 0 and not result.stats.interrupted else 1
 
 
@@ -70,3 +73,16 @@ def _kb(value) -> str:
     import math
 
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value / 1000:,.0f} KB"
+
+
+def program() -> str:
+    """How to call splitsweep from here: plain ``splitsweep`` when that is the one on PATH,
+    else this environment's script (``.venv/bin/splitsweep`` after ``make demo``)."""
+    script = Path(sys.executable).parent / "splitsweep"
+    found = shutil.which("splitsweep")
+    if not script.exists() or (found is not None and Path(found).resolve() == script.resolve()):
+        return "splitsweep"
+    try:
+        return os.path.relpath(script) if not os.path.relpath(script).startswith("..") else str(script)
+    except ValueError:  # another drive
+        return str(script)
