@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from orchestrator.datasets import ImageRecord
 from orchestrator.results import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
 from orchestrator.schema import CONFIG_KEY, GROUND_TRUTH_FILE, REPORT_DIR, ROWS_DIR, SCHEMA_VERSION
 from tasks.codecs import label as codec_label
@@ -243,19 +244,11 @@ def _read_detections(
     return out
 
 
-@dataclass(frozen=True)
-class _ImageSize:
-    image_id: int
-    width: int
-    height: int
-    file_name: str = ""
-
-
 def _reference_ground_truth(
     dets_by_image: Mapping[int, Detections], sizes: Mapping[int, tuple[int, int]], threshold: float
 ) -> GroundTruth:
     """The reference model's detections scoring ≥ threshold as ground truth, indexed once."""
-    records = [_ImageSize(int(i), int(w), int(h)) for i, (w, h) in sorted(sizes.items())]
+    records = [ImageRecord(int(i), "", int(w), int(h)) for i, (w, h) in sorted(sizes.items())]
     return GroundTruth.from_dict(reference_ground_truth(dets_by_image, records, score_threshold=threshold))
 
 

@@ -83,6 +83,7 @@ def program() -> str:
     if not script.exists() or (found is not None and Path(found).resolve() == script.resolve()):
         return "splitsweep"
     try:
-        return os.path.relpath(script) if not os.path.relpath(script).startswith("..") else str(script)
+        relative = os.path.relpath(script)
     except ValueError:  # another drive
         return str(script)
+    return str(script) if relative.startswith("..") else relative
