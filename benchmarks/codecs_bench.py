@@ -5,8 +5,9 @@
     python benchmarks/codecs_bench.py --repeat 5
 
 The activation is the ReLU of a spatially smoothed Gaussian field with per-channel gain
-and bias (fixed seed; the same generator as tests/test_nncodec.py). Times are the best of
-``--repeat`` runs in this process, one thread; sizes are ``len(encode(...))``.
+and bias (fixed seed; ``tests.graphs.relu_activation``, which tests/test_nncodec.py uses
+too). Times are the best of ``--repeat`` runs in this process, one thread; sizes are
+``len(encode(...))``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.codecs import build, setting  # noqa: E402
+from tests.graphs import relu_activation  # noqa: E402
 
 SETTINGS = [
     ("none", {}),
@@ -37,18 +39,6 @@ SETTINGS = [
 
 # FACTS.md, measured with nncodec.tensor.encode on a (different) ReLU activation 1×256×38×38
 FACTS = {-38: 272_595, -18: 150_950, 0: 40_228}
-
-
-def relu_activation(shape, *, seed: int = 0, sigma: float = 1.5) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    h, w = shape[-2:]
-    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
-    transfer = np.exp(-2 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
-    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(shape)) * transfer, s=(h, w))
-    field /= field.std()
-    gain = rng.uniform(0.5, 3.0, (1, shape[1], 1, 1))
-    bias = rng.uniform(-1.5, 0.5, (1, shape[1], 1, 1))
-    return np.maximum(field * gain + bias, 0).astype(np.float32)
 
 
 def best_of(repeat: int, fn):

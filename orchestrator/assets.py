@@ -19,7 +19,7 @@ from pathlib import Path
 from tasks.errors import AssetError
 from tasks.tfjs import CONVERTER_VERSION, convert, weight_paths
 
-from .cache import cache_dir
+from .cache import cache_dir, sha256_file
 
 __all__ = [
     "PACKAGE",
@@ -247,7 +247,7 @@ def _installed(root: Path) -> dict[str, ModelAsset] | None:
         for name, model in DEMO_MODELS.items():
             entry = manifest["models"][name]
             path = out_dir / entry["file"]
-            if _sha256(path) != entry["sha256"]:
+            if sha256_file(path) != entry["sha256"]:
                 return None
             assets[name] = ModelAsset(
                 name,
@@ -267,7 +267,7 @@ def _sources_intact(sources: Path) -> bool:
     try:
         record = json.loads((sources / SOURCES_MANIFEST).read_text())
         return record.get("tarball_sha256") == TARBALL_SHA256 and all(
-            _sha256(sources / rel) == record["files"][rel] for rel in SOURCE_FILES
+            sha256_file(sources / rel) == record["files"][rel] for rel in SOURCE_FILES
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -283,14 +283,6 @@ def _tarball_digests(path: Path) -> tuple[str, str]:
     except OSError as exc:
         raise AssetError(f"cannot read the package: {exc.strerror}", file=str(path)) from None
     return h256.hexdigest(), base64.b64encode(h512.digest()).decode()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> Path:

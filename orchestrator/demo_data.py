@@ -24,7 +24,7 @@ from typing import Any
 
 from tasks.errors import AssetError, DataError
 
-from .cache import cache_dir
+from .cache import cache_dir, sha256_file
 
 __all__ = [
     "DEMO_DIR",
@@ -263,7 +263,7 @@ def _sha256(data: bytes) -> str:
 def _present(path: Path, sha256: str | None) -> bool:
     if not path.is_file():
         return False
-    return sha256 is None or _sha256(path.read_bytes()) == sha256
+    return sha256 is None or sha256_file(path) == sha256
 
 
 def _check_sha(data: bytes, expected: str | None, what: str) -> None:

@@ -20,6 +20,7 @@ from tasks.graph import SplitGraph
 from tasks.rows import CodecSetting, canonical_json
 from tasks.work import NO_SPLIT
 
+from .cache import sha256_file
 from .datasets import Dataset, ImageRecord, make_dataset
 from .schema import SCHEMA_VERSION
 from .spec import ModelSpec, Spec
@@ -105,14 +106,6 @@ def resolve_model_path(spec: Spec, model: ModelSpec, *, fetch_assets: bool = Tru
     return path
 
 
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _resolve_splits(spec: Spec, model: ModelSpec, graph: SplitGraph, key: str) -> tuple[int, ...]:
     splits = model.splits
     where = f"{key}.splits"
@@ -173,7 +166,7 @@ def plan_model(spec: Spec, model: ModelSpec, index: int, *, fetch_assets: bool =
     return ModelPlan(
         spec=model,
         path=path,
-        model_hash=_sha256_file(path),
+        model_hash=sha256_file(path),
         num_nodes=graph.num_nodes,
         splits=_resolve_splits(spec, model, graph, key),
         variants=_variants(spec, model, key),

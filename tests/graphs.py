@@ -1,4 +1,4 @@
-"""Small ONNX test graphs built with onnx.helper (opset 17, IR 8, float32, seeded weights)."""
+"""Small ONNX test graphs built with onnx.helper (opset 17, IR 8, float32, seeded weights), and test tensors."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ __all__ = [
     "qdq",
     "symbolic_batch",
     "feeds_for",
+    "relu_activation",
 ]
 
 OPSET = 17
@@ -334,3 +335,16 @@ def feeds_for(model: onnx.ModelProto, *, seed: int = 0) -> dict[str, np.ndarray]
         shape = [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
         feeds[v.name] = rng.standard_normal(shape).astype(np.float32)
     return feeds
+
+
+def relu_activation(shape, *, seed: int = 0, sigma: float = 1.5) -> np.ndarray:
+    """ReLU of a spatially smoothed random field with per-channel gain and bias: sparse, non-negative."""
+    rng = np.random.default_rng(seed)
+    h, w = shape[-2:]
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
+    transfer = np.exp(-2 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
+    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(shape)) * transfer, s=(h, w))
+    field /= field.std()
+    gain = rng.uniform(0.5, 3.0, (1, shape[1], 1, 1))
+    bias = rng.uniform(-1.5, 0.5, (1, shape[1], 1, 1))
+    return np.maximum(field * gain + bias, 0).astype(np.float32)

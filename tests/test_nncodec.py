@@ -13,21 +13,9 @@ import pytest
 from tasks.codecs import build, container, setting
 from tasks.codecs.nnc import _nnr_encode, decode_arrays, encode_arrays, qp_range, step_size
 from tasks.errors import CodecError
+from tests.graphs import relu_activation
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def relu_activation(shape, *, seed: int = 0, sigma: float = 1.5) -> np.ndarray:
-    """ReLU of a spatially smoothed random field with per-channel gain and bias: sparse, non-negative."""
-    rng = np.random.default_rng(seed)
-    h, w = shape[-2:]
-    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
-    transfer = np.exp(-2 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
-    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(shape)) * transfer, s=(h, w))
-    field /= field.std()
-    gain = rng.uniform(0.5, 3.0, (1, shape[1], 1, 1))
-    bias = rng.uniform(-1.5, 0.5, (1, shape[1], 1, 1))
-    return np.maximum(field * gain + bias, 0).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
