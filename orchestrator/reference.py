@@ -71,7 +71,7 @@ def render_reference() -> str:
     out += ["## Detector adapters", ""]
     for name in detectors.ADAPTERS.names():
         cls = detectors.ADAPTERS.get(name)
-        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        doc = _summary(cls)
         out += [f"### `{name}`", "", doc, "", "| setting | type | default | meaning |", "|---|---|---|---|"]
         for setting, kind, default, text in settings_table(cls.Settings):
             out.append(f"| `{setting}` | {_cell(kind)} | {_cell(default)} | {_cell(text)} |")
@@ -79,7 +79,7 @@ def render_reference() -> str:
     out += ["## Model variants", ""]
     for name in variants.VARIANTS.names():
         cls = variants.VARIANTS.get(name)
-        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        doc = _summary(cls)
         out += [f"### `{name}`", "", doc, ""]
         if cls.options:
             out += ["| setting | type | default | allowed | meaning |", "|---|---|---|---|---|"]
@@ -98,3 +98,7 @@ def render_reference() -> str:
 if __name__ == "__main__":  # pragma: no cover
     print(render_reference(), end="")
 
+
+def _summary(cls: type) -> str:
+    """The first paragraph of a class's docstring, on one line."""
+    return (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
