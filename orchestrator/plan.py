@@ -18,16 +18,20 @@ from tasks import variants as variant_registry
 from tasks.errors import ModelError, SpecError, SplitError, SplitsweepError
 from tasks.graph import SplitGraph
 from tasks.rows import CodecSetting, canonical_json
-from tasks.work import NO_SPLIT
+from tasks.work import INPUT_SPLIT, NO_SPLIT
 
 from .cache import sha256_file
 from .datasets import Dataset, ImageRecord, make_dataset
 from .schema import SCHEMA_VERSION
 from .spec import ModelSpec, Spec
 
-__all__ = ["VariantRef", "ModelPlan", "Task", "WorkUnit", "Plan", "build_plan", "task_id", "resolve_model_path"]
+__all__ = [
+    "VariantRef", "ModelPlan", "Task", "WorkUnit", "Plan", "build_plan", "task_id", "resolve_model_path",
+    "INPUT", "INPUT_SPLIT",
+]  # fmt: skip
 
 BASELINE = CodecSetting("none", {})
+INPUT = "input"  # the remote-inference split in a spec's `splits` (rows: split INPUT_SPLIT = -2)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class ModelPlan:
     splits: tuple[int, ...]
     variants: tuple[VariantRef, ...]
     adapter_canonical: str
+    remote: bool = False  # `input` is among the splits: the picture is coded with the image codecs
 
     @property
     def name(self) -> str:
@@ -112,8 +117,8 @@ def _resolve_splits(spec: Spec, model: ModelSpec, graph: SplitGraph, key: str) -
     if isinstance(splits, list):
         out = []
         for i, split in enumerate(splits):
-            if split == NO_SPLIT:
-                continue  # the unsplit baseline is always in the plan
+            if split == NO_SPLIT or split == INPUT:
+                continue  # the unsplit baseline is always in the plan; `input` is ModelPlan.remote
             try:
                 out.append(graph.cut(split).split)
             except SplitsweepError as exc:
@@ -146,14 +151,50 @@ def _variants(spec: Spec, model: ModelSpec, key: str) -> tuple[VariantRef, ...]:
 
 
 def codec_settings(spec: Spec) -> tuple[CodecSetting, ...]:
-    out: list[CodecSetting] = []
+    return tuple(s for s, _ in _codec_settings(spec))
+
+
+def _codec_settings(spec: Spec) -> list[tuple[CodecSetting, str]]:
+    """Every codec setting of the spec, in order, with the key it was written under."""
+    out: list[tuple[CodecSetting, str]] = []
     for name, params, where in spec.codec_entries():
         for setting in codec_registry.setting_grid(name, params, file=spec.file, key=where):
-            if setting not in out:
-                out.append(setting)
+            if setting not in (s for s, _ in out):
+                out.append((setting, where))
     if not out:
         raise SpecError("list at least one codec", file=spec.file, key="codecs", allowed=codec_registry.names())
-    return tuple(out)
+    return out
+
+
+def _check_split_kinds(spec: Spec, models: Sequence[ModelPlan], settings: Sequence[tuple[CodecSetting, str]]) -> None:
+    """Image codecs run only at the split `input`, tensor codecs only at node splits; each side needs the other."""
+    images = [(s, w) for s, w in settings if codec_registry.is_image_codec(s.codec)]
+    tensors = [(s, w) for s, w in settings if not codec_registry.is_image_codec(s.codec)]
+    if images and not any(m.remote for m in models):
+        setting, where = images[0]
+        raise SpecError(
+            f"codec {setting.codec!r} codes the input picture (remote inference) and runs only at the split "
+            f"`{INPUT}`, which no model lists",
+            file=spec.file,
+            key=where,
+            allowed="add `input` to a model's splits, e.g. splits: [input, 20, 100]",
+        )
+    for i, m in enumerate(models):
+        if m.remote and not images:
+            raise SpecError(
+                f"the split `{INPUT}` (remote inference) needs an image codec under `codecs`",
+                file=spec.file,
+                key=f"models[{i}].splits",
+                allowed=codec_registry.image_codec_names(),
+            )
+    if tensors and not any(m.splits for m in models) and any(s.codec != "none" for s, _ in tensors):
+        setting, where = next((s, w) for s, w in tensors if s.codec != "none")
+        raise SpecError(
+            f"codec {setting.codec!r} codes cut tensors, but no model lists a node split (only `{INPUT}`)",
+            file=spec.file,
+            key=where,
+            allowed=f"image codecs at `{INPUT}`: {', '.join(codec_registry.image_codec_names())}",
+        )
 
 
 def plan_model(spec: Spec, model: ModelSpec, index: int, *, fetch_assets: bool = True) -> ModelPlan:
@@ -171,6 +212,7 @@ def plan_model(spec: Spec, model: ModelSpec, index: int, *, fetch_assets: bool =
         splits=_resolve_splits(spec, model, graph, key),
         variants=_variants(spec, model, key),
         adapter_canonical=canonical_json({"type": model.adapter_type, **adapter.params()}),
+        remote=isinstance(model.splits, list) and INPUT in model.splits,
     )
 
 
@@ -192,7 +234,11 @@ class Plan:
     def _enumerate(self, records: Iterable[ImageRecord]) -> Iterable[Task]:
         for m in self.models:
             for v in m.variants:
-                pairs = [(NO_SPLIT, BASELINE)] + [(s, c) for s in m.splits for c in self.settings]
+                images = [c for c in self.settings if codec_registry.is_image_codec(c.codec)]
+                tensors = [c for c in self.settings if not codec_registry.is_image_codec(c.codec)]
+                pairs = [(NO_SPLIT, BASELINE)]
+                pairs += [(INPUT_SPLIT, c) for c in images] if m.remote else []
+                pairs += [(s, c) for s in m.splits for c in tensors]
                 for rec in records:
                     for split, setting in pairs:
                         yield Task(
@@ -263,8 +309,10 @@ class Plan:
 
 def build_plan(spec: Spec, *, fetch_assets: bool = True, dataset: Dataset | None = None) -> Plan:
     """Everything `validate` and `plan` need; no Ray. Raises the first user error found."""
-    settings = codec_settings(spec)
+    written = _codec_settings(spec)
+    settings = tuple(s for s, _ in written)
     models = tuple(plan_model(spec, m, i, fetch_assets=fetch_assets) for i, m in enumerate(spec.models))
+    _check_split_kinds(spec, models, written)
     if dataset is None:
         dataset = make_dataset(spec.dataset.config(spec.resolve), spec_file=spec.file)
     records = tuple(dataset.records())

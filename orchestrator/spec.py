@@ -114,7 +114,9 @@ class ModelSpec(_Frozen):
         default_factory=lambda: ["fp32"], description="model variants: names or {name: {settings}} (see Model variants)"
     )
     splits: list[int | str] | SplitRange = Field(
-        description="node indices to cut after, tensor names, or {every: N, start:, stop:}; the unsplit model (-1) always runs"
+        description="node indices to cut after, tensor names, `input` (remote inference: the picture at the model's "
+        "input resolution coded with the image codecs, the whole model on the server; rows: split -2), or "
+        "{every: N, start:, stop:}; the unsplit model (-1) always runs"
     )
 
     @field_validator("name")

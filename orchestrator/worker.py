@@ -21,7 +21,7 @@ from tasks import detectors
 from tasks.images import decode_image
 from tasks.rows import CodecSetting
 from tasks.runtime import SplitRunner
-from tasks.work import NO_SPLIT, HeadOutput, TaskOutcome, describe_error, run_head, run_tasks
+from tasks.work import INPUT_SPLIT, NO_SPLIT, HeadOutput, TaskOutcome, describe_error, run_head, run_tasks
 
 __all__ = ["ModelPayload", "UnitPayload", "SweepWorker", "failed_rows"]
 
@@ -113,10 +113,10 @@ class SweepWorker:
                 height, width = rgb.shape[:2]
                 head = run_head(runner, adapter, rgb)
                 self._head = (key, head, width, height)
-            runnable = [t for t in unit.tasks if t.split == NO_SPLIT or _variant_split(payload, t.split) is not None]
+            runnable = [t for t in unit.tasks if t.split in _WHOLE_MODEL or _variant_split(payload, t.split) is not None]
             done = run_tasks(
                 runner, adapter, head,
-                [(t.split if t.split == NO_SPLIT else _variant_split(payload, t.split), t.setting) for t in runnable],
+                [(t.split if t.split in _WHOLE_MODEL else _variant_split(payload, t.split), t.setting) for t in runnable],
             )
             by_id = {t.task_id: o for t, o in zip(runnable, done)}
             outcomes = [
@@ -159,6 +159,10 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc
+
+
+# Splits that run the whole model, so no variant node map applies: the unsplit model and remote inference.
+_WHOLE_MODEL = (NO_SPLIT, INPUT_SPLIT)
 
 
 def _variant_split(payload: ModelPayload, split: int) -> int | None:

@@ -12,10 +12,15 @@ from typing import Any
 import numpy as np
 
 from .codecs import Codec, build
-from .errors import SplitsweepError
+from .codecs.image import ImageCodec
+from .errors import CodecError, SplitsweepError
+from .remote import INPUT_SPLIT, remote_task
 from .rows import CodecSetting, Detections, TaskResult
 
-__all__ = ["HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "float_range", "NO_SPLIT"]
+__all__ = [
+    "HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "float_range", "NO_SPLIT",
+    "INPUT_SPLIT",
+]  # fmt: skip
 
 NO_SPLIT = -1  # the unsplit, uncompressed model: the baseline of every (model, variant)
 
@@ -30,6 +35,7 @@ class HeadOutput:
     cut_tensors: Mapping[str, np.ndarray]
     seconds: float
     detections: Detections
+    image: np.ndarray | None = None  # the original RGB: what remote inference (INPUT_SPLIT) codes
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ def run_head(runner, adapter, rgb: np.ndarray) -> HeadOutput:
     prepared = adapter.preprocess(rgb)
     head = runner.run_head(prepared.feeds)
     detections = adapter.postprocess(head.outputs, prepared.meta)
-    return HeadOutput(prepared.feeds, prepared.meta, head.outputs, head.tensors, head.seconds, detections)
+    return HeadOutput(prepared.feeds, prepared.meta, head.outputs, head.tensors, head.seconds, detections, rgb)
 
 
 def run_tasks(
@@ -95,6 +101,14 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetting, codec: Codec, ranges: dict):
+    if split == INPUT_SPLIT:
+        return remote_task(runner, adapter, head, setting, codec)
+    if isinstance(codec, ImageCodec):
+        raise CodecError(
+            f"codec {setting.codec!r} codes the input picture (remote inference), not the cut tensors of split {split}",
+            key=setting.codec,
+            allowed="the split `input`",
+        )
     if split == NO_SPLIT:
         if setting.codec != "none":
             raise ValueError("the unsplit model (split -1) is only run with codec 'none'")

@@ -6,7 +6,10 @@
 
 Built-in codecs: ``none`` (raw, bit-exact), ``float16``, ``bfloat16``, ``uniform``
 (2–16-bit min/max quantization), ``nncodec`` (NNCodec at an absolute QP); all but
-``nncodec`` take ``zstd: <level>`` for a lossless zstd stage. Every codec writes one
+``nncodec`` take ``zstd: <level>`` for a lossless zstd stage. Image codecs for remote
+inference (the split ``input``: the picture is coded, the whole model runs on the
+server): ``jpeg``, ``webp``, ``avif`` (Pillow) and ``hevc`` (libx265 through PyAV); they
+write the standard bitstream itself (``image.ImageCodec``), see ``is_image_codec``. Every codec writes one
 self-describing byte string (see ``container``): ``coded_bytes = len(encode(arrays))``.
 Non-float tensors pass through losslessly in every codec; float16 tensors come back as
 float16.
@@ -23,9 +26,14 @@ from ..registry import Registry
 from ..rows import CodecSetting
 from .base import REQUIRED, Codec, CodecInfo, Setting, qualified_key
 from .container import header_size
+from .avif import AvifCodec
 from .floats import BFloat16Codec, Float16Codec, NoneCodec
+from .hevc import HevcCodec
+from .image import ImageCodec
+from .jpeg import JpegCodec
 from .nnc import NncodecCodec
 from .uniform import UniformCodec
+from .webp import WebpCodec
 
 __all__ = [
     "Codec",
@@ -40,12 +48,24 @@ __all__ = [
     "describe",
     "header_size",
     "label",
+    "ImageCodec",
+    "is_image_codec",
+    "image_codec_names",
 ]
 
 CODECS: Registry[type[Codec]] = Registry("codec", CodecError)
-for _cls in (NoneCodec, Float16Codec, BFloat16Codec, UniformCodec, NncodecCodec):
+for _cls in (NoneCodec, Float16Codec, BFloat16Codec, UniformCodec, NncodecCodec, JpegCodec, WebpCodec, AvifCodec, HevcCodec):
     CODECS.register(_cls.name)(_cls)
 del _cls
+
+
+def is_image_codec(name: str) -> bool:
+    """True for the codecs of the remote-inference split ``input`` (they code the picture, not cut tensors)."""
+    return isinstance(name, str) and name in CODECS and issubclass(CODECS.get(name), ImageCodec)
+
+
+def image_codec_names() -> list[str]:
+    return [n for n in CODECS.names() if is_image_codec(n)]
 
 
 def setting(

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import DataError
 from .settings import ImageSettings
 
-__all__ = ["ImageMeta", "prepare_image", "resize_bilinear", "nms", "top_k"]
+__all__ = ["ImageMeta", "prepare_image", "input_image", "resize_bilinear", "nms", "top_k"]
 
 
 @dataclass(frozen=True)
@@ -67,14 +67,34 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return rows[:, x0] * (1 - wx) + rows[:, x1] * wx
 
 
+def _content_size(height: int, width: int, s: ImageSettings) -> tuple[int, int]:
+    """(height, width) the image takes inside the model input: all of it, or the letterboxed part."""
+    in_h, in_w = s.input_size if s.input_size is not None else (height, width)
+    if s.resize != "letterbox":
+        return in_h, in_w
+    ratio = min(in_h / height, in_w / width)
+    return max(1, round(height * ratio)), max(1, round(width * ratio))
+
+
+def input_image(rgb: np.ndarray, s: ImageSettings) -> np.ndarray:
+    """The picture at the model's input resolution, as 8-bit RGB: what a device sends for
+    remote inference. Stretched to ``input_size``, or for ``letterbox`` the scaled image
+    without its padding (the server pads); the image's own size when ``input_size`` is
+    null. ``prepare_image`` of the result places it exactly where it places the original."""
+    rgb = check_rgb(rgb)
+    new_h, new_w = _content_size(rgb.shape[0], rgb.shape[1], s)
+    if (new_h, new_w) == rgb.shape[:2]:
+        return rgb
+    return np.clip(np.rint(resize_bilinear(rgb, new_h, new_w)), 0, 255).astype(np.uint8)
+
+
 def prepare_image(rgb: np.ndarray, s: ImageSettings) -> tuple[np.ndarray, ImageMeta]:
     """RGB uint8 H×W×3 → the model's input tensor and the geometry to map boxes back."""
     rgb = check_rgb(rgb)
     height, width = rgb.shape[:2]
     in_h, in_w = s.input_size if s.input_size is not None else (height, width)
     if s.resize == "letterbox":
-        ratio = min(in_h / height, in_w / width)
-        new_h, new_w = max(1, round(height * ratio)), max(1, round(width * ratio))
+        new_h, new_w = _content_size(height, width, s)
         pad_y, pad_x = (in_h - new_h) // 2, (in_w - new_w) // 2
         pixels = np.full((in_h, in_w, 3), s.pad_value, np.float32)
         pixels[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resize_bilinear(rgb, new_h, new_w)
