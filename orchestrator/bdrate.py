@@ -16,8 +16,23 @@ on monotonic curves this is exactly the standard computation. Where two points s
 abscissa (two QPs with the same AP) the one with the lower rate is kept for BD-rate and
 the higher metric for BD-metric: the better of the two operating points.
 ``monotonic="envelope"`` instead first drops every point that a cheaper point matches or
-beats (the curve's own Pareto front). ``bd_table`` reports whether each pair of curves
-was monotonic, so a reader can tell when the rule mattered.
+beats (the curve's own Pareto front). ``monotonic="isotonic"`` (the CLI's ``--fit
+monotonic``, the robust practice of MPEG's FCM / VCM evaluations) first replaces the
+metric by its least-squares non-decreasing fit over rate (scipy's
+``isotonic_regression``: pool-adjacent-violators), so every point is kept and noise is
+averaged, not picked. ``bd_table`` reports whether each pair of curves was monotonic,
+so a reader can tell when the rule mattered.
+
+The anchor. By default ``bd_table`` measures every curve against **remote inference**:
+the picture coded with an image codec and the whole model run on the server (split
+``input``, stored as split −2), of the same model and variant — the baseline every
+feature-coding result is stated against. The anchor codec is the first of
+``REMOTE_PREFERENCE`` stored there with at least ``MIN_POINTS`` distinct rates. Without
+such a curve it falls back to the same-split anchor (``nncodec``, else the family with
+the most settings). ``anchor=`` names any codec: an image codec anchors on its
+remote-inference curve, a tensor codec compares codecs within each split. An anchor
+with fewer than ``MIN_POINTS`` distinct rates on every curve is refused up front
+(``ResultsError``): a single-point codec such as ``float16`` cannot anchor a BD-rate.
 """
 
 from __future__ import annotations
@@ -33,23 +48,32 @@ from tasks.errors import ResultsError
 
 __all__ = [
     "MIN_POINTS",
+    "REMOTE_SPLIT",
+    "REMOTE_PREFERENCE",
+    "FITS",
     "BdError",
     "bd_rate",
     "bd_metric",
     "is_monotonic",
     "default_anchor",
+    "remote_anchor",
+    "anchor_curves",
     "bd_table",
 ]
 
 MIN_POINTS = 4
 METHODS = ("pchip",)
-MONOTONIC = ("sort", "envelope")
+MONOTONIC = ("sort", "envelope", "isotonic")
+FITS = {"none": "sort", "monotonic": "isotonic", "envelope": "envelope"}  # CLI --fit → monotonic=
+REMOTE_SPLIT = -2  # tasks.remote.INPUT_SPLIT: remote inference, the picture coded
+REMOTE_PREFERENCE = ("hevc", "avif", "webp", "jpeg")  # the default remote anchor: the strongest codec stored
 BD_COLUMNS = (
     "model",
     "variant",
     "split",
     "codec",
     "anchor",
+    "anchor_split",
     "points",
     "anchor_points",
     "bd_rate",
@@ -81,7 +105,18 @@ def _curve(rates: Sequence[float], metric: Sequence[float], *, name: str, monoto
     if monotonic == "envelope":
         keep = _envelope(r, m)
         r, m = r[keep], m[keep]
+    elif monotonic == "isotonic":
+        r, m = _isotonic(r, m)
     return _Curve(np.log(r), m)
+
+
+def _isotonic(rates: np.ndarray, metric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points sorted by rate with the metric replaced by its least-squares non-decreasing fit."""
+    from scipy.optimize import isotonic_regression
+
+    order = np.lexsort((metric, rates))
+    r, m = rates[order], metric[order]
+    return r, np.asarray(isotonic_regression(m, increasing=True).x, dtype=np.float64)
 
 
 def _envelope(rates: np.ndarray, metric: np.ndarray) -> np.ndarray:
@@ -181,14 +216,39 @@ def is_monotonic(rates: Sequence[float], metric: Sequence[float]) -> bool:
 
 
 def _points(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows usable as curve points: a split point (not the unsplit baseline) with a rate and an AP."""
+    """Rows usable as curve points: a split point or remote inference, not the unsplit baseline."""
     return df[(df["split"] != -1)]
 
 
+def _distinct_rates(curve: pd.DataFrame, rate: str) -> int:
+    values = curve[rate].astype(float)
+    return int(values[np.isfinite(values) & (values > 0)].nunique())
+
+
+def remote_anchor(report: pd.DataFrame, *, rate: str = "bpp") -> str | None:
+    """The default remote-inference anchor codec: the first of REMOTE_PREFERENCE (then any
+    other image codec, by name) stored at split ``input`` with at least MIN_POINTS distinct
+    rates for some (model, variant); None when there is none."""
+    remote = report[report["split"] == REMOTE_SPLIT]
+    if remote.empty:
+        return None
+    stored = sorted(remote["codec"].unique())
+    for codec in [*[c for c in REMOTE_PREFERENCE if c in stored], *[c for c in stored if c not in REMOTE_PREFERENCE]]:
+        curves = remote[remote["codec"] == codec].groupby(["model", "variant"])
+        if any(_distinct_rates(g, rate) >= MIN_POINTS for _, g in curves):
+            return str(codec)
+    return None
+
+
 def default_anchor(report: pd.DataFrame) -> str:
-    """``nncodec`` if the report has it, else the codec with the most configurations
+    """Remote inference's codec when a usable curve is stored (see :func:`remote_anchor`);
+    else ``nncodec`` if the report has it, else the codec with the most configurations
     (ties: the first by name); ``none`` only if nothing else is there."""
+    remote = remote_anchor(report)
+    if remote is not None:
+        return remote
     points = _points(report)
+    points = points[points["split"] != REMOTE_SPLIT]
     codecs = points["codec"].value_counts()
     if "nncodec" in codecs.index:
         return "nncodec"
@@ -200,6 +260,42 @@ def default_anchor(report: pd.DataFrame) -> str:
     return str(sorted(families.items(), key=lambda kv: (-kv[1], kv[0]))[0][0])
 
 
+def _is_remote(points: pd.DataFrame, anchor: str) -> bool:
+    """True when ``anchor``'s curves are remote inference (an image codec, stored at split input)."""
+    return bool(((points["split"] == REMOTE_SPLIT) & (points["codec"] == anchor)).any())
+
+
+def anchor_curves(report: pd.DataFrame, anchor: str, *, rate: str = "bpp") -> dict[tuple, pd.DataFrame]:
+    """The anchor's curves: per (model, variant) for a remote anchor, per (model, variant, split) otherwise."""
+    points = _points(report)
+    remote = _is_remote(points, anchor)
+    rows = points[(points["codec"] == anchor) & ((points["split"] == REMOTE_SPLIT) == remote)]
+    keys = ["model", "variant"] if remote else ["model", "variant", "split"]
+    return {k if isinstance(k, tuple) else (k,): g for k, g in rows.groupby(keys, sort=True)}
+
+
+def check_anchor(report: pd.DataFrame, anchor: str, *, rate: str = "bpp") -> None:
+    """Refuse an anchor no curve of which has MIN_POINTS distinct rates: BD is undefined against it."""
+    points = _points(report)
+    codecs = sorted(points["codec"].unique())
+    if anchor not in codecs:
+        raise ResultsError(f"anchor codec {anchor!r} is not in this report", key="anchor", allowed=codecs)
+    curves = anchor_curves(report, anchor, rate=rate)
+    most = max((_distinct_rates(g, rate) for g in curves.values()), default=0)
+    if most < MIN_POINTS:
+        usable = sorted(
+            c for c in codecs
+            if max((_distinct_rates(g, rate) for g in anchor_curves(report, c, rate=rate).values()), default=0)
+            >= MIN_POINTS
+        )
+        raise ResultsError(
+            f"anchor codec {anchor!r} has {most} distinct rate point(s) per curve; Bjøntegaard deltas need at "
+            f"least {MIN_POINTS} (sweep it at {MIN_POINTS} or more settings)",
+            key="anchor",
+            allowed=usable or f"no codec here has {MIN_POINTS} settings",
+        )
+
+
 def bd_table(
     report: pd.DataFrame,
     *,
@@ -208,30 +304,38 @@ def bd_table(
     metric: str = "ap",
     monotonic: str = "sort",
 ) -> pd.DataFrame:
-    """BD-rate (%) and BD-AP (AP points) of every codec family against ``anchor`` per
-    (model, variant, split), over the family's settings (its QPs, its bit depths…).
+    """BD-rate (%) and BD-metric (``metric`` points: BD-AP for AP) of every codec family per
+    (model, variant, split) against ``anchor``, over the family's settings (its QPs, bits…).
 
     ``report`` is the configuration table of :func:`orchestrator.report.build_report`;
-    ``rate`` is ``bpp`` or ``coded_bytes``. Pairs that cannot be compared get NaN and a
-    ``note`` saying why (too few points, no overlap, no anchor at this split).
+    ``rate`` is ``bpp`` or ``coded_bytes``. The default anchor is remote inference (see the
+    module docstring); ``anchor_split`` says which curve was the anchor (−2: remote
+    inference, else the same split). An anchor without MIN_POINTS distinct rates is refused
+    (ResultsError); pairs that still cannot be compared get NaN and a ``note`` saying why
+    (too few points, no overlap, no anchor for this model).
     """
     rate_columns = ("bpp", "coded_bytes")
     if rate not in rate_columns:
         raise ResultsError(f"unknown rate column {rate!r}", key="rate", allowed=rate_columns)
     if metric not in report.columns:
-        raise ResultsError(f"unknown metric column {metric!r}", key="metric", allowed=["ap", "ap50", "ap75"])
+        raise ResultsError(f"unknown metric column {metric!r}", key="metric", allowed=["ap", "ap50", "ap75", "miou"])
+    if monotonic not in MONOTONIC:
+        raise ResultsError(f"unknown curve fit {monotonic!r}", key="fit", allowed=list(MONOTONIC))
     points = _points(report)
-    codecs = sorted(points["codec"].unique())
     if anchor is None:
         anchor = default_anchor(report)
-    elif anchor not in codecs:
-        raise ResultsError(f"anchor codec {anchor!r} is not in this report", key="anchor", allowed=codecs)
+    check_anchor(report, anchor, rate=rate)
+    remote = _is_remote(points, anchor)
+    curves = anchor_curves(report, anchor, rate=rate)
     rows = []
     for (model, variant, split), group in points.groupby(["model", "variant", "split"], sort=True):
-        usable = group[np.isfinite(group[rate].astype(float)) & np.isfinite(group[metric].astype(float))]
-        ref = usable[usable["codec"] == anchor]
+        if split == REMOTE_SPLIT and not remote:
+            continue  # a tensor anchor compares within node splits
+        ref = curves.get((model, variant) if remote else (model, variant, split))
+        ref = _usable(ref, rate, metric) if ref is not None else None
+        usable = _usable(group, rate, metric)
         for codec in sorted(group["codec"].unique()):
-            if codec == anchor:
+            if codec == anchor and (split == REMOTE_SPLIT or not remote):
                 continue
             test = usable[usable["codec"] == codec]
             row = {
@@ -240,17 +344,20 @@ def bd_table(
                 "split": split,
                 "codec": codec,
                 "anchor": anchor,
+                "anchor_split": REMOTE_SPLIT if remote else split,
                 "points": len(test),
-                "anchor_points": len(ref),
+                "anchor_points": 0 if ref is None else len(ref),
                 "bd_rate": np.nan,
                 "bd_ap": np.nan,
                 "monotonic": bool(
-                    len(test) and is_monotonic(test[rate], test[metric]) and is_monotonic(ref[rate], ref[metric])
+                    ref is not None and len(test)
+                    and is_monotonic(test[rate], test[metric]) and is_monotonic(ref[rate], ref[metric])
                 ),
                 "note": "",
             }
-            if ref.empty:
-                row["note"] = f"no {anchor} points at this split"
+            if ref is None or ref.empty:
+                where = "remote inference of this model" if remote else "this split"
+                row["note"] = f"no {anchor} points for {where}"
             else:
                 notes = []
                 for column, fn in (("bd_rate", bd_rate), ("bd_ap", bd_metric)):
@@ -261,3 +368,7 @@ def bd_table(
                 row["note"] = "; ".join(dict.fromkeys(notes))
             rows.append(row)
     return pd.DataFrame(rows, columns=list(BD_COLUMNS))
+
+
+def _usable(group: pd.DataFrame, rate: str, metric: str) -> pd.DataFrame:
+    return group[np.isfinite(group[rate].astype(float)) & np.isfinite(group[metric].astype(float))]

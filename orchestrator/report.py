@@ -9,6 +9,11 @@ One row per configuration (model, variant, split, codec, codec_params), stored a
     ap, ap50, ap75, ap_small, ap_medium, ap_large, ar100
                     COCO AP in AP points (0–100) on exactly the images this configuration
                     finished (those also in the ground truth: n_scored)
+    miou            fidelity in points (0–100): mean over ground-truth boxes of the best IoU
+                    of a same-class detection scoring ≥ the store's reference score
+                    threshold (0.5 in ground-truth evaluation; 0 for a missed box; tasks.metrics.matched_iou). In reference
+                    evaluation the uncompressed model scores 100 and AP saturates near it;
+                    miou keeps resolving, so it is the BD metric there
     n_scored        images scored
     raw_bytes, float32_bytes, coded_bytes, side_bytes
                     mean per image; raw = the cut tensors as the model produced them
@@ -54,27 +59,28 @@ from orchestrator.results import ResultsStore, detections_by_row, latest_rows, o
 from orchestrator.schema import CONFIG_KEY, GROUND_TRUTH_FILE, REPORT_DIR, ROWS_DIR, SCHEMA_VERSION
 from tasks.codecs import label as codec_label
 from tasks.errors import ResultsError, SplitsweepError
-from tasks.metrics import CocoMetrics, GroundTruth, coco_metrics, reference_ground_truth
+from tasks.metrics import CocoMetrics, GroundTruth, coco_metrics, matched_iou, reference_ground_truth
 from tasks.rows import CodecSetting, Detections
 
 __all__ = ["REPORT_FILE", "REPORT_COLUMNS", "ReportResult", "ReportWarning", "build_report", "load_report"]
 
 REPORT_FILE = "configs.parquet"
 # Bump when scoring changes meaning: stored scores of an older format are recomputed.
-REPORT_FORMAT = 2  # 2: ratio and saving against float32_bytes
+REPORT_FORMAT = 3  # 2: ratio and saving against float32_bytes; 3: miou
 REFERENCE_VARIANT = "fp32"
 BASELINE_SPLIT = -1
 BASELINE_CODEC = "none"
+MIOU_THRESHOLD = 0.5  # miou's detection threshold in ground-truth evaluation (the reference default)
 
 METRIC_COLUMNS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100")
 REPORT_COLUMNS = (
-    *CONFIG_KEY, "setting", "qp", "n_images", "n_failed", *METRIC_COLUMNS, "n_scored",
+    *CONFIG_KEY, "setting", "qp", "n_images", "n_failed", *METRIC_COLUMNS, "miou", "n_scored",
     "raw_bytes", "float32_bytes", "coded_bytes", "side_bytes", "bpp", "ratio", "saving",
     "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
     "ap_uncompressed", "delta_ap", "n_common", "score_key", "delta_key",
 )  # fmt: skip
 # Columns that only scoring computes: carried over from the stored report when still valid.
-_SCORED_COLUMNS = (*METRIC_COLUMNS, "n_scored", "ap_uncompressed", "delta_ap", "n_common")
+_SCORED_COLUMNS = (*METRIC_COLUMNS, "miou", "n_scored", "ap_uncompressed", "delta_ap", "n_common")
 _MEAN_COLUMNS = (
     "raw_bytes", "float32_bytes", "coded_bytes", "side_bytes", "bpp", "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
 )  # fmt: skip
@@ -432,7 +438,7 @@ class _Rescore:
             configs.at[c, "n_scored"] = len(ids)
             missing = len(self._images(c)) - len(ids)
             if gt is None:
-                configs.loc[c, list(METRIC_COLUMNS)] = np.nan
+                configs.loc[c, [*METRIC_COLUMNS, "miou"]] = np.nan
                 continue
             if missing:
                 warnings.warn(
@@ -451,9 +457,12 @@ class _Rescore:
                 results = list(pool.map(_score, *zip(*(job[1:] for job in jobs))))
         else:
             results = [_score(gt, dets, ids) for _, gt, dets, ids in jobs]
-        for (c, *_), metrics in zip(jobs, results):
+        threshold = self.store.meta.reference_score_threshold
+        threshold = MIOU_THRESHOLD if threshold is None else threshold
+        for (c, gt, dets, ids), metrics in zip(jobs, results):
             for column in METRIC_COLUMNS:
                 configs.at[c, column] = 100.0 * getattr(metrics, column)
+            configs.at[c, "miou"] = 100.0 * matched_iou(gt, dets, ids, score_threshold=threshold)
 
     def compare(self, c: int) -> None:
         """AP of ``c`` against its unsplit, uncoded baseline on the images both finished."""

@@ -144,12 +144,15 @@ def test_bd_table_per_split_against_default_anchor():
 def test_bd_table_anchor_choice_and_errors():
     report = _report({"uniform": [(1, 20), (2, 30), (3, 35), (4, 37)], "float16": [(9, 40)], "zfp": [(1, 21), (2, 31)]})
     assert default_anchor(report) == "uniform"  # no nncodec: the family with the most points
-    table = bd_table(report, anchor="zfp")
-    assert "anchor curve has 2 distinct" in table.set_index("codec").at["uniform", "note"]
+    # An anchor with fewer than 4 distinct rates is refused up front, naming the usable ones.
+    for few in ("zfp", "float16"):
+        with pytest.raises(ResultsError, match=f"anchor codec '{few}' has [12] distinct rate point") as err:
+            bd_table(report, anchor=few)
+        assert err.value.key == "anchor" and err.value.allowed == "uniform"
     with pytest.raises(ResultsError, match="anchor codec 'nncodec' is not in this report") as err:
         bd_table(report, anchor="nncodec")
     assert err.value.key == "anchor" and "uniform" in err.value.allowed
     other_split = pd.concat([report, _report({"zfp": [(1, 1), (2, 2), (3, 3), (4, 4)]}, split=5)])
     missing = bd_table(other_split, anchor="uniform")
-    assert missing[missing["split"] == 5]["note"].tolist() == ["no uniform points at this split"]
+    assert missing[missing["split"] == 5]["note"].tolist() == ["no uniform points for this split"]
     assert np.isnan(missing[missing["split"] == 5]["bd_rate"]).all()

@@ -1,4 +1,4 @@
-"""`splitsweep report RESULTS`: the per-configuration table, BD-rates against an anchor codec, Pareto fronts."""
+"""`splitsweep report RESULTS`: the per-configuration table, BD-rates against remote inference (or any anchor codec), Pareto fronts."""
 
 from __future__ import annotations
 
@@ -12,19 +12,21 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from orchestrator.bdrate import bd_table
+from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table, default_anchor
 from orchestrator.pareto import cheapest_within, report_fronts
 from orchestrator.report import build_report
+from orchestrator.results import open_results
+from tasks.errors import ResultsError
 from orchestrator.table import fmt_float as _fmt
 from orchestrator.table import fmt_pct as _pct
 from orchestrator.table import render_columns as _render
 
-__all__ = ["NAME", "HELP", "add_arguments", "run", "mpeg_columns", "MPEG_COLUMNS"]
+__all__ = ["NAME", "HELP", "add_arguments", "run", "mpeg_columns", "MPEG_COLUMNS", "bd_for", "fmt_split"]
 
 NAME = "report"
 HELP = (
     "Per-configuration COCO AP, bytes, bits per pixel and compression ratio of a results directory; "
-    "BD-rate against an anchor codec."
+    "BD-rate and BD-AP against remote inference (the image coded, the whole model on the server) or an anchor codec."
 )
 
 # CSV header: the columns MPEG feature-coding reports lead with, then everything else.
@@ -44,6 +46,7 @@ MPEG_COLUMNS: dict[str, str] = {
     "ap_medium": "APm",
     "ap_large": "APl",
     "ar100": "AR100",
+    "miou": "mIoU",
     "delta_ap": "delta_AP",
     "ap_uncompressed": "AP_uncompressed",
     "saving": "saving",
@@ -70,8 +73,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--anchor",
         metavar="CODEC",
-        help="codec family BD-rates are measured against (default: nncodec if the sweep has it, "
-        "else the codec with the most configurations)",
+        help="codec BD-rates are measured against: an image codec (jpeg, webp, avif, hevc) anchors on its "
+        "remote-inference curve of the same model, a tensor codec compares within each split (default: remote "
+        "inference with hevc, avif, webp or jpeg, the first stored with >= 4 settings; else nncodec, else the codec "
+        "with the most settings)",
+    )
+    parser.add_argument(
+        "--fit",
+        choices=tuple(FITS),
+        default="none",
+        help="curve fit before the Bjøntegaard integral: none (points as measured), monotonic (least-squares "
+        "non-decreasing fit of the metric over rate, as MPEG FCM/VCM evaluations do), envelope (each curve's "
+        "Pareto front); default: none",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=("ap", "ap50", "ap75", "miou"),
+        help="accuracy axis of the BD numbers (default: ap; miou in reference evaluation, where AP saturates)",
     )
     parser.add_argument(
         "--format", choices=("table", "csv", "json"), default="table", help="what to print (default: table)"
@@ -111,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"splitsweep: warning: {w.message}", file=sys.stderr)
     table = report_fronts(result.table)
-    bd = _bd(table, anchor=args.anchor, rate=args.rate)
+    metric = args.metric or default_metric(args.results)
+    bd, reason = bd_for(table, anchor=args.anchor, rate=args.rate, metric=metric, fit=args.fit)
     cheapest = None if args.within is None else cheapest_within(table, points=args.within)
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
             "rescored": result.rescored,
             "configs": _records(table.drop(columns=["score_key", "delta_key"])),
             "bd": _records(bd),
+            "bd_metric": metric,
+            "bd_fit": args.fit,
+            "bd_reason": reason,
         }
         if cheapest is not None:
             columns = ["model", "variant", "split", "codec", "setting", "coded_bytes", "ap", "delta_ap"]
@@ -132,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         json.dump(payload, out, indent=1, allow_nan=False)
         out.write("\n")
     else:
-        _print_tables(out, table, bd, cheapest, within=args.within, rate=args.rate)
+        _print_tables(out, table, bd, cheapest, within=args.within, rate=args.rate, metric=metric, fit=args.fit,
+                      reason=reason)
     print(
         f"splitsweep: {result.configs} configurations, {result.rescored} re-scored"
         + (f"; saved {result.path}" if result.path else ""),
@@ -141,11 +164,49 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bd(table: pd.DataFrame, *, anchor: str | None, rate: str) -> pd.DataFrame:
+def default_metric(results: str) -> str:
+    """``ap``; ``miou`` for a store scored in reference evaluation (AP saturates at 100 there)."""
+    return "miou" if open_results(results).meta.evaluation == "reference" else "ap"
+
+
+def bd_for(
+    table: pd.DataFrame, *, anchor: str | None, rate: str = "bpp", metric: str = "ap", fit: str = "none"
+) -> tuple[pd.DataFrame, str | None]:
+    """The BD table and, when it is empty, why. A named anchor that cannot anchor raises
+    ResultsError (exit 2); the default anchor falling short is a reason, not an error."""
     splits = table[table["split"] != -1]
     if anchor is None and splits.empty:
-        return pd.DataFrame()
-    return bd_table(table, anchor=anchor, rate=rate)
+        return pd.DataFrame(), "no split or remote-inference configurations"
+    try:
+        return bd_table(table, anchor=anchor, rate=rate, metric=metric, monotonic=FITS[fit]), None
+    except ResultsError as exc:
+        if anchor is not None:
+            raise
+        return pd.DataFrame(), exc.message + (f" (codecs that can anchor: {exc.allowed})" if exc.allowed else "")
+
+
+def fmt_split(value: Any) -> str:
+    """Split column cells: ``input`` for remote inference (stored as −2), else the node index."""
+    try:
+        if int(value) == REMOTE_SPLIT:
+            return "input"
+    except (TypeError, ValueError):
+        return str(value)
+    return _fmt(0)(value)
+
+
+METRIC_NAMES = {"ap": "AP", "ap50": "AP50", "ap75": "AP75", "miou": "mIoU"}
+
+
+def bd_title(bd: pd.DataFrame, *, rate: str, metric: str, fit: str) -> str:
+    """``BD-rate against remote inference (hevc) …``: what the BD table's numbers are relative to."""
+    anchor = bd["anchor"].iloc[0]
+    remote = int(bd["anchor_split"].iloc[0]) == REMOTE_SPLIT
+    against = f"remote inference ({anchor}: the image coded, the whole model on the server)" if remote else anchor
+    return (
+        f"BD-rate against {against} (rate: {rate}, metric: {METRIC_NAMES[metric]}, fit: {fit}; "
+        "negative BD-rate = fewer bytes for the same accuracy)"
+    )
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -169,6 +230,9 @@ def _print_tables(
     *,
     within: float | None,
     rate: str,
+    metric: str = "ap",
+    fit: str = "none",
+    reason: str | None = None,
 ) -> None:
     text, integer = str, _fmt(0)
     _render(
@@ -177,7 +241,7 @@ def _print_tables(
         [
             ("model", "model", text),
             ("variant", "variant", text),
-            ("split", "split", integer),
+            ("split", "split", fmt_split),
             ("codec", "codec", text),
             ("setting", "setting", text),
             ("images", "n_images", integer),
@@ -185,6 +249,7 @@ def _print_tables(
             ("AP", "ap", _fmt(2)),
             ("AP50", "ap50", _fmt(2)),
             ("AP75", "ap75", _fmt(2)),
+            ("mIoU", "miou", _fmt(2)),
             ("dAP", "delta_ap", _fmt(2)),
             ("bytes", "coded_bytes", integer),
             ("bpp", "bpp", _fmt(4)),
@@ -194,20 +259,21 @@ def _print_tables(
             ("pareto", "front_bytes_ap", lambda v: "*" if v else ""),
         ],
     )
-    if not bd.empty:
-        anchor = bd["anchor"].iloc[0]
-        out.write(f"\nBD-rate against {anchor} (rate: {rate}, metric: AP; negative BD-rate = fewer bytes)\n")
+    if bd.empty:
+        out.write(f"\nNo BD-rates: {reason or 'nothing to compare'}\n")
+    else:
+        out.write("\n" + bd_title(bd, rate=rate, metric=metric, fit=fit) + "\n")
         _render(
             out,
             bd,
             [
                 ("model", "model", text),
                 ("variant", "variant", text),
-                ("split", "split", integer),
+                ("split", "split", fmt_split),
                 ("codec", "codec", text),
                 ("points", "points", integer),
                 ("BD-rate%", "bd_rate", _fmt(2)),
-                ("BD-AP", "bd_ap", _fmt(2)),
+                (f"BD-{METRIC_NAMES[metric]}", "bd_ap", _fmt(2)),
                 ("monotonic", "monotonic", lambda v: "yes" if v else "no"),
                 ("note", "note", text),
             ],
