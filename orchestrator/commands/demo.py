@@ -1,4 +1,4 @@
-"""`splitsweep demo`: assets if needed, the demo sweep on local Ray, the summary, the dashboard command."""
+"""`splitsweep demo`: assets if needed, the demo sweep on local Ray, the summary and its BD-rates against remote inference, the dashboard command."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def run(args) -> int:
     report = build_report(output)
     print()
     summary_table(sys.stdout, report.table)
+    print()
+    bd_summary(sys.stdout, report.table)
     c = result.plan_counts
     print(f"\n{c['ok']} ok, {c['failed']} failed of {c['tasks']} tasks; results in {output}")
     me = program()
@@ -48,12 +50,14 @@ def summary_table(out, table) -> None:
     """mAP and compression ratio per split and codec setting: what the demo is for."""
     from orchestrator.table import fmt_float, fmt_pct, render_columns
 
+    from orchestrator.commands.report import fmt_split
+
     table = table.sort_values(["model", "variant", "split", "codec", "qp", "setting"], na_position="first")
     render_columns(
         out,
         table,
         [
-            ("split", "split", fmt_float(0)),
+            ("split", "split", fmt_split),
             ("codec", "codec", str),
             ("setting", "setting", str),
             ("images", "n_images", fmt_float(0)),
@@ -65,8 +69,39 @@ def summary_table(out, table) -> None:
             ("saving", "saving", fmt_pct),
         ],
     )
-    out.write("mAP: COCO AP@[.5:.95] in points; ΔmAP against the unsplit model (split -1); coded: mean KB "
-              "per image crossing the cut; ratio: float32 bytes / coded bytes\n")
+    out.write("mAP: COCO AP@[.5:.95] in points; ΔmAP against the unsplit model (split -1); split input: remote "
+              "inference (the image at the model's input size coded, the whole model on the server); coded: mean KB "
+              "per image crossing the cut (the image bitstream at input); ratio: float32 bytes / coded bytes\n")
+
+
+def bd_summary(out, table) -> None:
+    """BD-rate and BD-AP of every split's codecs against remote inference: the demo's answer."""
+    from orchestrator.commands.report import bd_for, bd_title, fmt_split
+    from orchestrator.table import fmt_float, render_columns
+
+    bd, reason = bd_for(table, anchor=None)
+    if bd.empty:
+        out.write(f"No BD-rates: {reason}\n")
+        return
+    out.write(bd_title(bd, rate="bpp", metric="ap", fit="none") + "\n")
+    render_columns(
+        out,
+        bd,
+        [
+            ("split", "split", fmt_split),
+            ("codec", "codec", str),
+            ("points", "points", fmt_float(0)),
+            ("BD-rate", "bd_rate", _signed_pct),
+            ("BD-AP", "bd_ap", fmt_float(2)),
+            ("note", "note", str),
+        ],
+    )
+
+
+def _signed_pct(value) -> str:
+    import math
+
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:+,.1f}%"
 
 
 def _kb(value) -> str:
