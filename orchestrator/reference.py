@@ -95,10 +95,10 @@ def render_reference() -> str:
     return "\n".join(out)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    print(render_reference(), end="")
-
-
 def _summary(cls: type) -> str:
     """The first paragraph of a class's docstring, on one line."""
     return (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(render_reference(), end="")
