@@ -377,3 +377,21 @@ def test_missing_ground_truth_or_reference_is_reported(tmp_path):
     with pytest.warns(ReportWarning, match="model 'other' has no fp32 split -1 codec none rows"):
         table = build_report(ref.root).table
     assert np.isnan(_row(table, model="other")["ap"]) and _row(table, model="toy")["ap"] == pytest.approx(100.0)
+
+
+def test_reference_fidelity_miou_keeps_resolving_where_ap_saturates(tmp_path):
+    """miou: mean best same-class IoU over the reference's boxes (a missed box 0): exactly 100
+    for the reference, the known IoU of a shifted box, half for half the boxes dropped."""
+    configs = [
+        BASE,
+        replace(BASE, variant="fp16", detections="shift"),
+        replace(CONFIGS[2], low_score_extras=False),  # drop_half
+        CONFIGS[3],
+    ]
+    store = write_store(tmp_path / "r", configs, n_images=5, evaluation="reference", reference_score_threshold=0.3)
+    table = build_report(store.root).table
+    assert _row(table, variant="fp32", split=-1)["miou"] == pytest.approx(100.0, abs=1e-12)
+    assert _row(table, variant="fp16")["miou"] == pytest.approx(100 * 76.5 / 123.5, abs=1e-9)
+    assert _row(table, codec_params='{"qp":-4}')["miou"] == pytest.approx(50.0, abs=1e-9)
+    # AP50 cannot tell the shifted boxes from the reference; miou can
+    assert _row(table, variant="fp16")["ap50"] == pytest.approx(100.0)
