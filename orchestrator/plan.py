@@ -212,7 +212,7 @@ def plan_model(spec: Spec, model: ModelSpec, index: int, *, fetch_assets: bool =
         splits=_resolve_splits(spec, model, graph, key),
         variants=_variants(spec, model, key),
         adapter_canonical=canonical_json({"type": model.adapter_type, **adapter.params()}),
-        remote=isinstance(model.splits, list) and INPUT in model.splits,
+        remote=INPUT in model.splits if isinstance(model.splits, list) else model.splits.input,
     )
 
 

@@ -99,6 +99,7 @@ class SplitRange(_Frozen):
     every: int = Field(ge=1, description="a split point every N nodes")
     start: int = Field(default=0, ge=0, description="first node index")
     stop: int | None = Field(default=None, ge=0, description="last node index (default: the last valid one)")
+    input: bool = Field(default=False, description="also the split `input`: remote inference, the picture coded with the image codecs")
 
 
 class ModelSpec(_Frozen):
