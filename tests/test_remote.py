@@ -194,3 +194,24 @@ def test_bad_remote_specs_exit_2_and_lose_nothing(remote_sweep, tmp_path, edit, 
                          env=env, timeout=120)
     assert run.returncode == 2 and key in run.stderr and run.stderr.count("\n") == 1
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (out / "rows").iterdir()) == before
+
+
+def test_dashboard_bd_view_measures_against_remote_inference(remote_sweep):
+    from tests.test_dashboard import app, frame_with, no_exception
+
+    _, _, out, _, _ = remote_sweep
+    table = build_report(out).table
+    at = no_exception(app(out, "BD-rate & Pareto"))
+    shown = frame_with(at, "bd_rate")
+    assert set(shown["anchor"]) == {"hevc"} and set(shown["anchor_split"]) == {REMOTE_SPLIT}
+    expected = bd_table(table).set_index(["split", "codec"])
+    for row in shown.itertuples():
+        want = expected.loc[(row.split, row.codec)]
+        assert row.bd_ap == pytest.approx(want["bd_ap"], nan_ok=True) and row.note == want["note"]
+    at.radio(key="bd_metric").set_value("miou").run()
+    miou = frame_with(no_exception(at), "bd_rate").set_index(["split", "codec"])
+    assert miou.loc[(3, "uniform"), "bd_rate"] == pytest.approx(
+        bd_table(table, metric="miou").set_index(["split", "codec"]).loc[(3, "uniform"), "bd_rate"], nan_ok=True
+    )
+    at.selectbox(key="bd_anchor").set_value("float16").run()  # one point: refused, said so, no crash
+    assert any("need at least 4" in w.value for w in no_exception(at).warning)

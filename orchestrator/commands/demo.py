@@ -48,9 +48,8 @@ def run(args) -> int:
 
 def summary_table(out, table) -> None:
     """mAP and compression ratio per split and codec setting: what the demo is for."""
-    from orchestrator.table import fmt_float, fmt_pct, render_columns
-
     from orchestrator.commands.report import fmt_split
+    from orchestrator.table import fmt_float, fmt_pct, render_columns
 
     table = table.sort_values(["model", "variant", "split", "codec", "qp", "setting"], na_position="first")
     render_columns(

@@ -12,14 +12,14 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table, default_anchor
+from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table
 from orchestrator.pareto import cheapest_within, report_fronts
 from orchestrator.report import build_report
 from orchestrator.results import open_results
-from tasks.errors import ResultsError
 from orchestrator.table import fmt_float as _fmt
 from orchestrator.table import fmt_pct as _pct
 from orchestrator.table import render_columns as _render
+from tasks.errors import ResultsError
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "mpeg_columns", "MPEG_COLUMNS", "bd_for", "fmt_split"]
 

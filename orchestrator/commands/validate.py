@@ -20,7 +20,9 @@ def run(args) -> int:
     print(
         f"{args.spec}: ok — {len(plan.models)} model(s), "
         f"{sum(len(m.variants) for m in plan.models)} variant(s), "
-        f"{sum(len(m.splits) for m in plan.models)} split point(s), {len(plan.settings)} codec setting(s), "
+        f"{sum(len(m.splits) for m in plan.models)} split point(s)"
+        f"{' + remote inference (input)' if any(m.remote for m in plan.models) else ''}, "
+        f"{len(plan.settings)} codec setting(s), "
         f"{len(plan.records)} image(s): {counts['tasks']} tasks in {counts['units']} work units"
     )
     return 0

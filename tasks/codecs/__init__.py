@@ -24,9 +24,9 @@ from typing import Any
 from ..errors import CodecError
 from ..registry import Registry
 from ..rows import CodecSetting
+from .avif import AvifCodec
 from .base import REQUIRED, Codec, CodecInfo, Setting, qualified_key
 from .container import header_size
-from .avif import AvifCodec
 from .floats import BFloat16Codec, Float16Codec, NoneCodec
 from .hevc import HevcCodec
 from .image import ImageCodec
