@@ -290,9 +290,10 @@ def check_anchor(report: pd.DataFrame, anchor: str, *, rate: str = "bpp") -> Non
         )
         raise ResultsError(
             f"anchor codec {anchor!r} has {most} distinct rate point(s) per curve; Bjøntegaard deltas need at "
-            f"least {MIN_POINTS} (sweep it at {MIN_POINTS} or more settings)",
+            f"least {MIN_POINTS}: sweep it at {MIN_POINTS} or more settings"
+            + ("" if usable else f" (no codec here has {MIN_POINTS})"),
             key="anchor",
-            allowed=usable or f"no codec here has {MIN_POINTS} settings",
+            allowed=usable or None,
         )
 
 

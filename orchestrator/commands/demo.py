@@ -51,7 +51,7 @@ def summary_table(out, table) -> None:
     from orchestrator.commands.report import fmt_split
     from orchestrator.table import fmt_float, fmt_pct, render_columns
 
-    table = table.sort_values(["model", "variant", "split", "codec", "qp", "setting"], na_position="first")
+    # the report's own order: settings in numeric order (quality=20 before quality=100)
     render_columns(
         out,
         table,
