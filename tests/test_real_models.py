@@ -102,3 +102,41 @@ codecs:
     base = report[(report["split"] == -1)].set_index("variant")["ap"]
     assert base["fp16"] == pytest.approx(base["fp32"], abs=1.0)
     assert isinstance(report, pd.DataFrame)
+
+
+def test_remote_inference_in_reference_mode_keeps_resolving(ray_local, tmp_path):
+    """Remote inference with JPEG on vtest frames in reference evaluation: mIoU tells the
+    qualities apart where AP saturates, so BD numbers against the remote curve exist."""
+    import numpy as np
+
+    from orchestrator.bdrate import REMOTE_SPLIT, bd_table
+    from orchestrator.demo_data import ensure_video
+
+    video = ensure_video()
+    spec = parse_spec(
+        f"""sweep: vtest-remote
+output: {tmp_path / 'res'}
+dataset: {{type: video, path: {video}, step: 100, limit: 4}}
+evaluation: {{mode: reference, score_threshold: 0.4}}
+models:
+  - name: centernet
+    path: asset:centernet
+    adapter: centernet
+    splits: [input, 246]
+codecs:
+  jpeg: {{quality: [10, 30, 60, 95]}}
+  nncodec: {{qp: [-10, -4, 0, 4]}}
+""",
+        file=str(tmp_path / "vtest.yaml"),
+    )
+    result = run_sweep(spec, SweepOptions(workers=2))
+    assert result.plan_counts["failed"] == 0 and result.plan_counts["remaining"] == 0
+    table = build_report(str(tmp_path / "res")).table
+    base = table[table["split"] == -1].iloc[0]
+    assert base["ap"] == pytest.approx(100.0) and base["miou"] == pytest.approx(100.0)
+    remote = table[table["split"] == REMOTE_SPLIT].sort_values("bpp")
+    assert remote["miou"].nunique() == 4 and (remote["miou"] < 100).all()
+    assert remote["miou"].iloc[-1] > remote["miou"].iloc[0]  # JPEG 95 is more faithful than JPEG 10
+    bd = bd_table(table, metric="miou").set_index(["split", "codec"])
+    row = bd.loc[(246, "nncodec")]
+    assert row["anchor"] == "jpeg" and (np.isfinite(row["bd_rate"]) or np.isfinite(row["bd_ap"])), row["note"]
