@@ -4,7 +4,10 @@ The picture is converted to YUV 4:2:0 by FFmpeg's swscale (BT.601, limited range
 FFmpeg default for ``rgb24 → yuv420p``), coded as one intra frame with a constant QP
 (``qp=N`` in x265's parameters: no rate control) and written as an Annex-B stream:
 VPS, SPS, PPS and the slice, without x265's informational SEI (``info=0``), which no
-decoder needs. The decoder is FFmpeg's own ``hevc``; the frame comes back to RGB through
+decoder needs. 4:2:0 needs an even width and height: an odd one is padded by repeating
+the last column / row, and the true size travels in an 8-byte prefix of our own (four zero
+bytes, which no Annex-B stream starts with, then width and height), counted in the coded
+bytes; the model inputs swept here are even. The decoder is FFmpeg's own ``hevc``; the frame comes back to RGB through
 the same matrix. x265 runs single-threaded (``pools=1``, ``frame-threads=1``): a sweep
 already runs one worker per core.
 """
