@@ -10,7 +10,8 @@ Two stores, written once under ``--dir`` by tests/fixtures_results.py and reused
 - ``200k``: 8 configurations × 25,000 images (200,000 rows), the dashboard benchmark's store.
 
 Each measurement runs ``build_report(force=True, save=False)`` in a fresh process (imports
-excluded) and prints wall seconds, peak RSS and the mean AP (equal across scorers).
+excluded) and prints wall seconds, the process's CPU seconds (steadier than wall time on a
+shared machine; with ``--workers`` > 1 the children's CPU is not in it), peak RSS and the mean AP (equal across scorers).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ STORES = {"72k": (400, 181), "200k": (25_000, 8)}
 _CHILD = """
 import json, resource, sys, time
 from orchestrator.report import build_report
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 result = build_report(sys.argv[1], force=True, save=False, workers=int(sys.argv[2]))
-seconds = time.perf_counter() - t
-print(json.dumps({"seconds": seconds, "configs": result.configs,
+seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+print(json.dumps({"seconds": seconds, "cpu_s": cpu, "configs": result.configs,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "mean_ap": float(result.table["ap"].mean())}))
 """
@@ -78,7 +79,7 @@ def main() -> None:
         print(
             f"{name}: {images * configs:,} rows, {best['configs']} configurations, workers={args.workers}: "
             f"{best['seconds']:.2f} s (best of {len(runs)}; all: {every}), "
-            f"peak RSS {best['rss_mb']:.0f} MB, mean AP {best['mean_ap']:.4f}",
+            f"CPU {best['cpu_s']:.2f} s, peak RSS {best['rss_mb']:.0f} MB, mean AP {best['mean_ap']:.4f}",
             flush=True,
         )
 
