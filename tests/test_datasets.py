@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 import json
 import pickle
 from pathlib import Path
@@ -15,11 +14,11 @@ import pytest
 from orchestrator.datasets import (
     CocoDataset,
     FolderDataset,
-    path_image_id,
     ImageRecord,
     VideoDataset,
     demo_dataset,
     make_dataset,
+    path_image_id,
 )
 from orchestrator.demo_data import ANNOTATIONS_FILE, SOURCES_FILE, demo_photos, ensure_demo_images, ensure_video
 from tasks.errors import DataError, SpecError

@@ -8,6 +8,7 @@ signals and concurrent drivers run ``python -m orchestrator`` as real subprocess
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -499,3 +500,57 @@ def test_sigterm_to_dashboard_stops_streamlit(finished, tmp_path):
     time.sleep(0.5)
     alive = [p for p in children if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
     assert not alive
+
+
+@pytest.fixture
+def s3_location(monkeypatch):
+    """A bucket on a real S3-compatible server (moto) on 127.0.0.1, as a pyarrow URI."""
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        import pyarrow.fs as pafs
+
+        fs = pafs.S3FileSystem(endpoint_override=f"http://127.0.0.1:{port}", scheme="http", allow_bucket_creation=True,
+                               access_key="test", secret_key="test", region="us-east-1")
+        fs.create_dir("bucket")
+        yield f"s3://bucket/res?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    finally:
+        server.stop()
+
+
+def test_object_store_lease_refuses_a_second_driver_and_takes_over_a_stale_one(s3_location):
+    from orchestrator.lease import Holder, Lease
+    from tasks.errors import ResultsError
+
+    store = ResultsStore(s3_location)
+    first = store.open_for_sweep(sweep="s3")
+    assert first.run == 1 and Holder.parse(store.read_bytes(LEASE_FILE)).pid == os.getpid()
+    with pytest.raises(ResultsError, match=f"another splitsweep run is writing here: {socket.gethostname()} pid "):
+        ResultsStore(s3_location).open_for_sweep(sweep="s3")
+    first.heartbeat()
+    first.release()
+    assert not store.exists(LEASE_FILE)
+
+    # A holder on another host that stopped beating 10 minutes ago: taken over, with a message.
+    old = Holder("elsewhere", 4242, "2026-01-01T00:00:00+00:00", time.time() - 600, 7, "t")
+    store.write_bytes(LEASE_FILE, old.to_bytes())
+    said = io.StringIO()
+    lease = Lease.acquire(store, next_run=lambda: 8, out=said, settle_s=0.2)
+    try:
+        assert "taking over the stale lease of elsewhere pid 4242" in said.getvalue()
+        assert "no heartbeat for 600 s" in said.getvalue() or "no heartbeat for 60" in said.getvalue()
+        assert lease.run == 8 and Holder.parse(store.read_bytes(LEASE_FILE)).token == lease.holder.token
+        # …but a fresh holder on another host is never taken over
+    finally:
+        lease.release()
+    store.write_bytes(LEASE_FILE, Holder("elsewhere", 4242, "x", time.time(), 9, "t").to_bytes())
+    with pytest.raises(ResultsError, match="elsewhere pid 4242"):
+        Lease.acquire(store, next_run=lambda: 10, settle_s=0.2)
