@@ -40,7 +40,10 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
 def cli(capsys, *argv: str) -> tuple[int, list[str], str]:
-    """Exit code, the non-empty stderr lines (progress bars aside) and stdout of one CLI call."""
+    """Exit code, the non-empty stderr lines (progress bars aside) and stdout of one CLI call
+    (`run` with one worker: starting actors is most of a tiny sweep's time)."""
+    if argv[0] == "run" and "--workers" not in argv:
+        argv = (*argv, "--workers", "1")
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
     lines = [ln for ln in captured.err.splitlines() if ln.strip() and " tasks (" not in ln]
@@ -112,7 +115,7 @@ def finished(lab, ray_local):
     root, model, coco = lab
     out = root / "finished"
     spec = spec_file(root, "finished.yaml", output=out, dataset=coco, model=model)
-    assert main(["run", str(spec)]) == 0
+    assert main(["run", str(spec), "--workers", "1"]) == 0
     return out
 
 
@@ -489,10 +492,14 @@ def _descendants(pid: int) -> set[int]:
 @pytest.mark.slow
 def test_sigterm_to_dashboard_stops_streamlit(finished, tmp_path):
     port = 8591
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "dashboard", str(finished), "--no-browser",
-                             "--port", str(port)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    assert "dashboard of" in line, proc.stderr.read()[-2000:]
+    log = tmp_path / "dashboard.log"
+    with open(log, "w") as fh:  # a file, not a pipe: Streamlit's own output must never block on a full pipe
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "dashboard", str(finished), "--no-browser",
+                                 "--port", str(port)], env=ENV, stdout=fh, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "dashboard of" not in log.read_text() and proc.poll() is None:
+        time.sleep(0.2)
+    assert "dashboard of" in log.read_text(), log.read_text()[-2000:]
     children = _descendants(proc.pid) - {proc.pid}
     assert children
     proc.send_signal(signal.SIGTERM)
