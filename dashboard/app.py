@@ -84,7 +84,7 @@ def main() -> None:
     follow = sidebar.checkbox("…and update the charts too", value=False, key="follow", disabled=not auto)
 
     meta, meta_note = read_meta(location)
-    configs = load_configs(location, version, update)
+    configs = load_configs(location, version, update, "--all" in sys.argv[2:])
     options = configs.table if configs.table is not None else load_progress(location, version).rows
     filters = _filters(options)
     shown = None

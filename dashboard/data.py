@@ -176,18 +176,25 @@ def _writable(store: ResultsStore) -> bool:
     return os.access(target, os.W_OK)
 
 
-def read_configs(location: str, *, update: bool = True) -> Configs:
+def read_configs(location: str, *, update: bool = True, include_all: bool = False) -> Configs:
     """The report of ``location``; with ``update`` it is first brought up to date with
     the stored rows (incrementally: only changed configurations are re-scored) and saved
-    where the location is writable. Never raises for what a results location can be
-    missing: the notes say what is wrong."""
+    where the location is writable. Only the current plan's rows count unless
+    ``include_all``. Never raises for what a results location can be missing: the notes
+    say what is wrong."""
+    from orchestrator.results import plan_scope
+
     try:
         store = open_results(location)
+        scope = None if include_all else plan_scope(store)
     except ResultsError as exc:
         return Configs(None, (Note("error", str(exc)),))
+    task_ids = None if scope is None else scope.task_ids
     if not store.part_files():
         return Configs(None, (Note("info", "No task rows yet: the sweep has not stored any result here."),))
     notes: list[Note] = []
+    if scope is not None and scope.line():
+        notes.append(Note("info", scope.line().replace("--all", "start the dashboard with --all")))
     table = None
     rescored = 0
     if update:
@@ -195,11 +202,11 @@ def read_configs(location: str, *, update: bool = True) -> Configs:
             warnings.simplefilter("always")
             try:
                 try:
-                    result = build_report(location, save=_writable(store))
+                    result = build_report(location, save=_writable(store), task_ids=task_ids)
                 except ResultsError as exc:
                     if "cannot be written" not in exc.message:
                         raise
-                    result = build_report(location, save=False)
+                    result = build_report(location, save=False, task_ids=task_ids)
                 table, rescored = result.table, result.rescored
                 if rescored:
                     notes.append(Note("info", f"Report updated: {rescored} of {result.configs} configurations re-scored."))
@@ -233,9 +240,9 @@ def _enrich(table: pd.DataFrame, splits: pd.DataFrame | None) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner="Reading the report…", max_entries=16)
-def load_configs(location: str, version: str, update: bool = True) -> Configs:
+def load_configs(location: str, version: str, update: bool = True, include_all: bool = False) -> Configs:
     """:func:`read_configs`, cached per results ``version`` (part of the cache key only)."""
-    return read_configs(location, update=update)
+    return read_configs(location, update=update, include_all=include_all)
 
 
 # -- progress ----------------------------------------------------------------------------

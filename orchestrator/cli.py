@@ -9,7 +9,14 @@ from collections.abc import Sequence
 
 from tasks.errors import SplitsweepError
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "EXIT_OK", "EXIT_FAILED_TASKS", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
+
+# Exit codes (README, "Exit codes"): scripts and cluster jobs rely on them.
+EXIT_OK = 0  # done; for `run`: every planned task is stored ok
+EXIT_FAILED_TASKS = 3  # `run` finished, but some tasks failed (or could not run)
+EXIT_USAGE = 2  # bad input: spec, data, results location, command line
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): rows so far are stored
+EXIT_TERMINATED = 143  # SIGTERM (SLURM, Kubernetes, `ray stop`): rows so far are stored
 
 # One module per command under orchestrator/commands/, each with NAME, HELP,
 # add_arguments(parser) and run(args) -> int. Listed here, imported only when used,
@@ -55,10 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except SplitsweepError as exc:
         print(f"splitsweep: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("splitsweep: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        terminated = type(exc).__name__ == "Terminated"  # orchestrator.sweep.Terminated, not imported here
+        hint = " (run the same command again to resume)" if known.command in ("run", "demo") else ""
+        print(f"splitsweep: interrupted by {'SIGTERM' if terminated else 'Ctrl-C'}; "
+              f"every row finished so far is stored{hint}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

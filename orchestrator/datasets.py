@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
@@ -24,6 +25,7 @@ __all__ = [
     "make_dataset",
     "DATASET_KEYS",
     "IMAGE_SUFFIXES",
+    "path_image_id",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -44,7 +46,12 @@ class ImageRecord:
 
 
 class Dataset(ABC):
-    """A deterministic list of images, their encoded bytes and (if labelled) COCO ground truth."""
+    """A deterministic list of images, their encoded bytes and (if labelled) COCO ground truth.
+
+    An image's id never depends on what else is in the dataset (COCO: the annotation
+    file's id; folder: its relative path; video: its frame index), and
+    :meth:`content_hash` says whether the image behind an id is still the same.
+    """
 
     name: str
 
@@ -63,6 +70,21 @@ class Dataset(ABC):
     @abstractmethod
     def source(self, record: ImageRecord) -> str:
         """Where the image comes from, for people: a path, or a path and a frame number."""
+
+    def content_hash(self, record: ImageRecord) -> str:
+        """A hash of the image's content (what resume compares with the stored rows)."""
+        cache = self.__dict__.setdefault("_hashes", {})
+        if record.image_id not in cache:
+            cache[record.image_id] = self._content_hash(record)
+        return cache[record.image_id]
+
+    def _content_hash(self, record: ImageRecord) -> str:
+        return hashlib.sha256(self.image_bytes(record)).hexdigest()[:32]
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(file, reason) of images that will fail to decode, as far as a header check finds
+        (what `validate` warns about; their tasks fail at run time, the rest go on)."""
+        return []
 
     def __len__(self) -> int:
         return len(self.records())
@@ -153,6 +175,17 @@ class CocoDataset(Dataset):
         except FileNotFoundError:
             raise DataError("image file disappeared", file=str(path)) from None
 
+    def _content_hash(self, record: ImageRecord) -> str:
+        return _file_hash(self.images_dir / record.file_name)
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        for r in self._records:
+            reason = _header_problem(self.images_dir / r.file_name)
+            if reason:
+                found.append((str(self.images_dir / r.file_name), reason))
+        return found
+
     def ground_truth(self) -> dict[str, Any]:
         return {
             "images": [dict(im) for im in self._images],
@@ -190,9 +223,13 @@ def _first(values: Sequence[object], n: int = 5) -> str:
 
 
 class FolderDataset(Dataset):
-    """Unlabelled images (jpg, png, bmp, webp) of one folder; ids 1…N in sorted file-name order.
+    """Unlabelled images (jpg, png, bmp, webp) of one folder, in sorted file-name order.
 
-    For reference mode: the uncompressed model's detections become the ground truth.
+    An image's id is derived from its file name (:func:`path_image_id`), so adding,
+    removing or renaming other files never changes it. An image whose header cannot be
+    read stays in the dataset with size 0 × 0: its tasks fail with the reason, the
+    others run (``problems()`` lists it). For reference mode: the uncompressed model's
+    detections become the ground truth.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, limit: int | None = None, name: str | None = None) -> None:
@@ -205,25 +242,77 @@ class FolderDataset(Dataset):
             raise DataError("no images in the folder", file=str(self.directory), allowed=", ".join(IMAGE_SUFFIXES))
         if limit is not None:
             files = files[:limit]
-        self._records = [self._record(n, f) for n, f in enumerate(files, start=1)]
+        self._problems: list[tuple[str, str]] = []
+        self._records = [self._record(f) for f in files]
+        ids: dict[int, str] = {}
+        for r in self._records:
+            if r.image_id in ids:  # 1 in ~10^9 for 10^4 files; never silently merged
+                raise DataError(f"file names {ids[r.image_id]!r} and {r.file_name!r} map to the same image id; "
+                                "rename one", file=str(self.directory))
+            ids[r.image_id] = r.file_name
 
-    def _record(self, image_id: int, file_name: str) -> ImageRecord:
+    def _record(self, file_name: str) -> ImageRecord:
         path = self.directory / file_name
-        try:
+        width = height = 0
+        reason = _header_problem(path)
+        if reason:
+            self._problems.append((str(path), reason))
+        else:
             with Image.open(path) as im:  # reads the header only
                 width, height = im.size
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"not a readable image: {exc}", file=str(path)) from None
-        return ImageRecord(image_id, file_name, width, height)
+        return ImageRecord(path_image_id(file_name), file_name, width, height)
 
     def records(self) -> list[ImageRecord]:
         return list(self._records)
 
+    def problems(self) -> list[tuple[str, str]]:
+        return list(self._problems)
+
     def image_bytes(self, record: ImageRecord) -> bytes:
-        return (self.directory / record.file_name).read_bytes()
+        path = self.directory / record.file_name
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise DataError("image file disappeared", file=str(path)) from None
+
+    def _content_hash(self, record: ImageRecord) -> str:
+        return _file_hash(self.directory / record.file_name)
 
     def source(self, record: ImageRecord) -> str:
         return str(self.directory / record.file_name)
+
+
+def path_image_id(relative_path: str) -> int:
+    """A folder image's id: the first 52 bits of the SHA-256 of its relative path (POSIX
+    separators), plus one. Stable whatever else the folder holds; below 2^53, so it
+    survives JSON and JavaScript (the dashboard) exactly."""
+    digest = hashlib.sha256(relative_path.replace(os.sep, "/").encode()).digest()
+    return (int.from_bytes(digest[:8], "big") >> 12) + 1
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        return "missing"  # the task fails with the reason when the file is read
+    return h.hexdigest()[:32]
+
+
+def _header_problem(path: Path) -> str | None:
+    """Why the image's header cannot be read (empty, unknown format), or None."""
+    try:
+        if path.stat().st_size == 0:
+            return "image is empty (0 bytes)"
+        with Image.open(path) as im:
+            im.size  # noqa: B018 - the header is parsed by open
+    except FileNotFoundError:
+        return "file not found"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"not a readable image: {exc}"
+    return None
 
 
 # -- video ------------------------------------------------------------------------------
@@ -231,6 +320,9 @@ class FolderDataset(Dataset):
 
 class VideoDataset(Dataset):
     """Frames of a video read with OpenCV; ``image_id`` = frame index + 1, bytes = PNG (RGB).
+
+    A frame's content hash is that of its decoded pixels, taken while the video is
+    scanned (only kept frames are decoded in full).
 
     ``step`` keeps every step-th frame (0, step, 2·step, …), ``limit`` the first N of
     those. Frames are counted by reading the video once (container frame counts can be
@@ -284,7 +376,11 @@ class VideoDataset(Dataset):
                 if not capture.grab():  # grab() decodes without the colour conversion of read()
                     break
                 if index % self.step == 0:
+                    ok, bgr = capture.retrieve()
+                    if not ok:
+                        break
                     records.append(ImageRecord(index + 1, f"{self.path.stem}_frame{index:06d}.png", width, height))
+                    self.__dict__.setdefault("_hashes", {})[index + 1] = _pixel_hash(bgr)
                 index += 1
         finally:
             capture.release()
@@ -311,8 +407,24 @@ class VideoDataset(Dataset):
         self._next_frame += 1
         return encode_png(bgr[:, :, ::-1])
 
+    def content_hash(self, record: ImageRecord) -> str:
+        self.records()  # the scan hashes every kept frame
+        return super().content_hash(record)
+
+    def _content_hash(self, record: ImageRecord) -> str:
+        from tasks.images import decode_image
+
+        return _pixel_hash(decode_image(self.image_bytes(record), name=self.source(record))[:, :, ::-1])
+
     def source(self, record: ImageRecord) -> str:
         return f"{self.path} frame {record.image_id - 1}"
+
+
+def _pixel_hash(pixels: Any) -> str:
+    import numpy as np
+
+    a = np.ascontiguousarray(pixels)
+    return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:32]
 
 
 # -- demo -------------------------------------------------------------------------------

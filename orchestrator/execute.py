@@ -3,6 +3,7 @@ replacement of lost workers, and rows handed to the store as they arrive."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -51,10 +52,37 @@ def connect(options: RayOptions) -> bool:
         path = os.environ.get("PYTHONPATH", "")
         if root not in path.split(os.pathsep):
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, path) if p)
-        ray.init(num_cpus=options.num_cpus, **kwargs)
+        with _loopback_only():
+            ray.init(num_cpus=options.num_cpus, **kwargs)
         return True
     ray.init(address=address, **kwargs)
     return False
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """A local Ray listens on 127.0.0.1 only (GCS, raylet, agents, workers).
+
+    Ray 2.60 binds every server to the node IP it detects, and maps an explicit
+    ``_node_ip_address="127.0.0.1"`` back to that routable address; only its
+    single-machine mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on macOS
+    and Windows) takes 127.0.0.1 as the node IP. Set for this start only: the env var
+    for the processes Ray starts, the constant for this process, which read it at import.
+    """
+    from ray._private import ray_constants
+
+    env_key = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env, saved_constant = os.environ.get(env_key), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[env_key] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_constant
+        if saved_env is None:
+            os.environ.pop(env_key, None)
+        else:
+            os.environ[env_key] = saved_env
 
 
 def cluster_cpus() -> int:

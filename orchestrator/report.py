@@ -268,7 +268,8 @@ def _baseline_ids(configs: pd.DataFrame) -> dict[tuple[str, str], int]:
 
 
 def build_report(
-    results_dir: str | os.PathLike[str], *, force: bool = False, save: bool = True, workers: int = 1
+    results_dir: str | os.PathLike[str], *, force: bool = False, save: bool = True, workers: int = 1,
+    task_ids: Iterable[str] | None = None,
 ) -> ReportResult:
     """Build (or bring up to date) the per-configuration table of a results directory.
 
@@ -276,6 +277,7 @@ def build_report(
     re-scored (all of them with ``force``); ``workers`` > 1 scores them in that many
     processes (pycocotools is single-threaded Python and dominates a cold build). With
     ``save`` the table is written to ``RESULTS/report/configs.parquet`` atomically.
+    ``task_ids`` keeps only those tasks' rows (the current plan: results.plan_scope).
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -284,6 +286,11 @@ def build_report(
     if light.num_rows == 0:
         raise ResultsError("no task rows in this results directory", file=store.path(ROWS_DIR))
     light = latest_rows(light)
+    if task_ids is not None:
+        light = light.filter(pc.is_in(light["task_id"], value_set=pa.array(list(task_ids), pa.string())))
+        if light.num_rows == 0:
+            raise ResultsError("no stored rows belong to the current plan (--all to report every stored row)",
+                               file=store.path(ROWS_DIR))
     rows = light.drop_columns(["task_id"]).to_pandas()
     rows["row_key"] = row_keys(light)
     rows["finished_ms"] = pc.cast(light.column("finished_at"), pa.int64()).fill_null(0).to_numpy()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tasks.errors import ResultsError
 from tasks.rows import Detections
 
+from .schema import CONFIG_KEY
 from .store import EVALUATION_MODES, DamagedPartWarning, ResultsStore, StoreMeta, latest_rows
 
 __all__ = [
@@ -23,7 +27,13 @@ __all__ = [
     "latest_rows",
     "row_keys",
     "detections_by_row",
+    "PLAN_FILE",
+    "PlanScope",
+    "plan_scope",
+    "read_plan",
 ]
+
+PLAN_FILE = "plan.parquet"  # every task of the latest run's plan (orchestrator.sweep writes it)
 
 
 def open_results(path: str | os.PathLike[str]) -> ResultsStore:
@@ -34,6 +44,72 @@ def open_results(path: str | os.PathLike[str]) -> ResultsStore:
         raise ResultsError("results directory does not exist", file=store.location)
     store.meta  # noqa: B018 - validates meta.json now, with the file in the message
     return store
+
+
+def read_plan(store: ResultsStore, columns: list[str] | None = None) -> pa.Table | None:
+    """plan.parquet, or None where there is none; ResultsError if it is damaged."""
+    try:
+        data = store.read_bytes(PLAN_FILE)
+    except FileNotFoundError:
+        return None
+    try:
+        table = pq.read_table(io.BytesIO(data), columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise ResultsError(f"plan.parquet is damaged ({type(exc).__name__}: {exc}); `splitsweep run` writes it "
+                           "again", file=store.path(PLAN_FILE)) from None
+    if "task_id" not in table.column_names:
+        raise ResultsError("plan.parquet has no task_id column", file=store.path(PLAN_FILE))
+    return table
+
+
+@dataclass(frozen=True)
+class PlanScope:
+    """Which stored rows the current plan (plan.parquet) covers, and what it leaves out."""
+
+    task_ids: frozenset[str] | None  # None: no plan.parquet, every row is in scope
+    left_rows: int = 0
+    left_configs: int = 0  # stored configurations the plan does not have
+    left_images: int = 0  # images of planned configurations that the plan no longer has
+    left_other: int = 0  # rows of planned configurations and images under another task id (model file changed)
+
+    def line(self) -> str | None:
+        """One line for people, or None when nothing is left out."""
+        if not self.left_rows:
+            return None
+        parts = []
+        if self.left_configs:
+            parts.append(f"{self.left_configs} stored configuration{'s' * (self.left_configs != 1)}")
+        if self.left_images:
+            parts.append(f"{self.left_images} image{'s' * (self.left_images != 1)}")
+        if self.left_other:
+            parts.append(f"{self.left_other} rows of another model file or setting")
+        return (f"left out {' and '.join(parts)} not in the current plan ({self.left_rows} stored rows); "
+                "--all to include them")
+
+
+def plan_scope(store: ResultsStore) -> PlanScope:
+    """The current plan's task ids, and counts of the stored rows outside it."""
+    plan = read_plan(store, ["task_id", *CONFIG_KEY, "image_id"])
+    if plan is None:
+        return PlanScope(None)
+    ids = frozenset(plan["task_id"].to_pylist())
+    rows = latest_rows(store.read_rows(["task_id", "finished_at", "status", *CONFIG_KEY, "image_id"]))
+    outside = rows.filter(pc.invert(pc.is_in(rows["task_id"], value_set=pa.array(list(ids), pa.string()))))
+    if outside.num_rows == 0:
+        return PlanScope(ids)
+    key = list(CONFIG_KEY)
+    planned_configs = set(zip(*(plan[c].to_pylist() for c in key)))
+    planned_images = set(plan["image_id"].to_pylist())
+    configs, images, other = set(), set(), 0
+    for *cfg, image in zip(*(outside[c].to_pylist() for c in key), outside["image_id"].to_pylist()):
+        cfg = tuple(cfg)
+        if cfg not in planned_configs:
+            configs.add(cfg)
+        elif image not in planned_images:
+            images.add(image)
+        else:
+            other += 1
+    return PlanScope(ids, outside.num_rows, len(configs), len(images), other)
 
 
 _FINISHED_NS_FACTOR = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio odd constant: spreads timestamps over 64 bits

@@ -20,7 +20,8 @@ __all__ = [
 
 # Bump when a column changes meaning or type; part of every task id, and a results
 # directory written under another version is refused rather than mixed.
-SCHEMA_VERSION = 1
+# 2: folder image ids from the file's relative path (not its position), image_hash column.
+SCHEMA_VERSION = 2
 
 # Results directory layout (relative to the sweep's output location).
 META_FILE = "meta.json"  # {"schema_version", "sweep", "created_at"}
@@ -51,6 +52,7 @@ ROW_SCHEMA = pa.schema(
         pa.field("codec_params", pa.string()),
         pa.field("qp", pa.int32()),
         pa.field("image_id", pa.int64()),
+        pa.field("image_hash", pa.string()),
         pa.field("raw_bytes", pa.int64()),
         pa.field("float32_bytes", pa.int64()),
         pa.field("coded_bytes", pa.int64()),

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from dataclasses import dataclass
-
-import pyarrow.parquet as pq
 
 from tasks.errors import ResultsError
 
@@ -27,10 +24,11 @@ def sweep_status(location: str) -> SweepStatus:
     store = ResultsStore(location)
     if store.check_meta() is None:
         raise ResultsError("no sweep results here (meta.json missing)", file=location)
-    try:
-        plan = pq.read_table(io.BytesIO(store.read_bytes("plan.parquet")))
-    except FileNotFoundError:
-        raise ResultsError("no plan.parquet: the sweep never started", file=location) from None
+    from .results import read_plan
+
+    plan = read_plan(store)
+    if plan is None:
+        raise ResultsError("no plan.parquet: the sweep never started", file=location)
     rows = latest_rows(store.read_rows(["task_id", "status", "error", "finished_at"]))
     status = dict(zip(rows["task_id"].to_pylist(), rows["status"].to_pylist()))
     counts: Counter = Counter()

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from tasks.errors import ResultsError
 
+from .lease import LEASE_FILE, Lease, pid_alive, this_host
 from .schema import GROUND_TRUTH_FILE, META_FILE, ROW_SCHEMA, ROWS_DIR, SCHEMA_VERSION, SPEC_FILE
 
 __all__ = ["ResultsStore", "StoreMeta", "EVALUATION_MODES", "PartWriter", "DamagedPartWarning", "latest_rows"]
@@ -34,6 +35,9 @@ __all__ = ["ResultsStore", "StoreMeta", "EVALUATION_MODES", "PartWriter", "Damag
 EVALUATION_MODES = ("ground-truth", "reference")
 
 _PART = re.compile(r"^part-r(\d+)-(\d+)\.parquet$")
+# Hidden temp files name their writer: .<name>.tmp-<host>-<pid>-<random>
+_TEMP = re.compile(r"^\..+\.tmp-(?:(?P<host>.+)-(?P<pid>\d+)-)?[0-9a-f]{8}$")
+TEMP_ORPHAN_S = 3600.0  # a temp file of a writer we cannot check (another host) is an orphan after this
 
 
 class DamagedPartWarning(UserWarning):
@@ -128,7 +132,7 @@ class ResultsStore:
         self._loc.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         if self._loc.local:
             head, tail = final.rsplit("/", 1)
-            tmp = f"{head}/.{tail}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp = f"{head}/.{tail}.tmp-{this_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -139,8 +143,14 @@ class ResultsStore:
                 out.write(data)
 
     def read_bytes(self, relpath: str) -> bytes:
-        with self._loc.fs.open_input_file(self.path(relpath)) as fh:
-            return fh.read()
+        """The file's bytes; FileNotFoundError if absent, ResultsError if the location is not a directory."""
+        try:
+            with self._loc.fs.open_input_file(self.path(relpath)) as fh:
+                return fh.read()
+        except NotADirectoryError:
+            raise ResultsError("not a results directory (it is a file)", file=self.location) from None
+        except IsADirectoryError:
+            raise ResultsError("is a directory, expected a file", file=self.path(relpath)) from None
 
     def write_json(self, relpath: str, obj: Any) -> None:
         self.write_bytes(relpath, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
@@ -154,21 +164,18 @@ class ResultsStore:
             raise ResultsError(f"damaged JSON file: {exc}", file=self.path(relpath)) from None
 
     # -- lifecycle -------------------------------------------------------------------
-    def open_for_sweep(self, *, sweep: str, extra_meta: Mapping[str, Any] | None = None) -> dict:
-        """Create or check meta.json; refuse another schema version or another sweep name."""
-        try:
-            self._loc.fs.create_dir(self.path(ROWS_DIR), recursive=True)
-        except OSError as exc:
-            raise ResultsError(f"cannot create the results directory: {exc}", file=self.location) from None
-        if self._loc.local and not os.access(self.path(ROWS_DIR), os.W_OK):
-            raise ResultsError("the results directory is not writable", file=self.location)
+    def open_for_sweep(
+        self, *, sweep: str, extra_meta: Mapping[str, Any] | None = None, out: Any = None
+    ) -> Lease:
+        """Take this location's lease, then create or check meta.json.
+
+        Refuses (touching nothing) another schema version, another sweep name, another
+        driver holding the lease, and an existing non-empty directory that is not a
+        splitsweep results location. The caller releases the returned lease.
+        """
         meta = self.check_meta()
         if meta is None:
-            meta = {
-                "schema_version": SCHEMA_VERSION,
-                "sweep": sweep,
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            }
+            self._refuse_foreign()
         elif meta.get("sweep") != sweep:
             raise ResultsError(
                 f"this results location holds sweep {meta.get('sweep')!r}, not {sweep!r}; "
@@ -176,10 +183,45 @@ class ResultsStore:
                 file=self.location,
                 key="sweep",
             )
-        meta.update(extra_meta or {})
-        self.write_json(META_FILE, meta)
-        self._remove_stale_temp_files()
-        return meta
+        try:
+            self._loc.fs.create_dir(self.path(ROWS_DIR), recursive=True)
+        except OSError as exc:
+            raise ResultsError(f"cannot create the results directory: {exc}", file=self.location) from None
+        if self._loc.local and not os.access(self.path(ROWS_DIR), os.W_OK):
+            raise ResultsError("the results directory is not writable", file=self.location)
+        lease = Lease.acquire(self, next_run=self.next_run, out=out)
+        try:
+            meta = self.check_meta()  # again: another driver may have created it meanwhile
+            if meta is None:
+                meta = {
+                    "schema_version": SCHEMA_VERSION,
+                    "sweep": sweep,
+                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                }
+            meta.update(extra_meta or {})
+            self.write_json(META_FILE, meta)
+            self._remove_stale_temp_files()
+        except BaseException:
+            lease.release()
+            raise
+        return lease
+
+    def _refuse_foreign(self) -> None:
+        """An existing, non-empty directory without our meta.json is someone else's: refuse it."""
+        info = self._loc.fs.get_file_info(self._loc.root)
+        if info.type == pafs.FileType.NotFound:
+            return
+        if info.type != pafs.FileType.Directory:
+            raise ResultsError("the output location exists and is not a directory", file=self.location, key="output")
+        entries = self._loc.fs.get_file_info(pafs.FileSelector(self._loc.root, allow_not_found=True))
+        names = sorted(e.base_name for e in entries)
+        if names and names != [ROWS_DIR] and set(names) - {ROWS_DIR, LEASE_FILE}:
+            raise ResultsError(
+                f"the output directory is not empty and is not a splitsweep results location (no {META_FILE}; "
+                f"holds {_first_names(names)}); nothing was changed: choose an empty or new directory",
+                file=self.location,
+                key="output",
+            )
 
     def check_meta(self) -> dict | None:
         meta = self.read_json(META_FILE)
@@ -197,18 +239,35 @@ class ResultsStore:
         return meta
 
     def _remove_stale_temp_files(self) -> None:
-        # Hidden temp files are leftovers of a killed writer; they never held visible data.
+        """Remove hidden temp files of writers that are gone (they never held visible data).
+
+        A temp file names its writer (host, pid): one of a live process is left alone
+        (it may be a report being saved), one of another host only once it is older
+        than TEMP_ORPHAN_S.
+        """
         if not self._loc.local:
-            return
-        for dirpath in (self._loc.root, self.path(ROWS_DIR)):
+            return  # object stores publish whole objects: no temp files
+        host, now = this_host(), time.time()
+        for dirpath in (self._loc.root, self.path(ROWS_DIR), self.path("report")):
             try:
                 names = os.listdir(dirpath)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 continue
             for name in names:
-                if name.startswith(".") and ".tmp-" in name:
+                m = _TEMP.match(name)
+                if m is None:
+                    continue
+                path = os.path.join(dirpath, name)
+                if m.group("host") == host:
+                    dead = not pid_alive(int(m.group("pid")))
+                else:
                     try:
-                        os.remove(os.path.join(dirpath, name))
+                        dead = now - os.stat(path).st_mtime > TEMP_ORPHAN_S
+                    except OSError:
+                        continue
+                if dead:
+                    try:
+                        os.remove(path)
                     except OSError:
                         pass
 
@@ -245,6 +304,12 @@ class ResultsStore:
                 except (OSError, pa.ArrowException) as exc:
                     self._skip(path, exc)
                     continue
+                foreign = _foreign_columns(meta.schema.to_arrow_schema())
+                if foreign:
+                    raise ResultsError(
+                        f"not a task-row part file ({'; '.join(foreign[:3])}): move it out of {ROWS_DIR}/",
+                        file=path,
+                    )
                 written = (meta.metadata or {}).get(b"splitsweep.schema_version")
                 if written is not None and written.decode() != str(SCHEMA_VERSION):
                     raise ResultsError(
@@ -330,12 +395,48 @@ class ResultsStore:
         table = latest_rows(self.read_rows(["task_id", "status", "finished_at"]))
         return dict(zip(table["task_id"].to_pylist(), table["status"].to_pylist()))
 
+    def task_images(self) -> dict[str, tuple[str, str | None]]:
+        """task_id → (status, image_hash) of its latest row."""
+        table = latest_rows(self.read_rows(["task_id", "status", "finished_at", "image_hash"]))
+        return dict(zip(table["task_id"].to_pylist(), zip(table["status"].to_pylist(), table["image_hash"].to_pylist())))
+
     def done_ids(self, *, retry_failed: bool = False) -> set[str]:
         """Tasks not to run again: every stored task, or only the ok ones with retry_failed."""
-        status = self.task_status()
-        if retry_failed:
-            return {t for t, s in status.items() if s == "ok"}
-        return set(status)
+        return self.resume_state(retry_failed=retry_failed)[0]
+
+    def resume_state(
+        self, *, retry_failed: bool = False, image_hashes: Mapping[str, str] | None = None
+    ) -> tuple[set[str], set[str]]:
+        """Tasks not to run again — every stored task, or only the ok ones with retry_failed —
+        and the stored tasks run again because their image's content changed.
+
+        ``image_hashes`` maps task_id → the content hash of its image now; a stored row
+        that recorded another hash is not reused.
+        """
+        done, changed = set(), set()
+        for task, (status, stored_hash) in self.task_images().items():
+            if retry_failed and status != "ok":
+                continue
+            if image_hashes is not None and task in image_hashes and stored_hash != image_hashes[task]:
+                changed.add(task)
+                continue
+            done.add(task)
+        return done, changed
+
+
+def _first_names(names: Sequence[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _foreign_columns(schema: pa.Schema) -> list[str]:
+    """What makes a part file's schema not the task-row schema (columns may be missing: older files)."""
+    if "task_id" not in schema.names:
+        return ["no task_id column"]
+    return [
+        f"column {f.name} is {f.type}, expected {ROW_SCHEMA.field(f.name).type}"
+        for f in schema
+        if f.name in ROW_SCHEMA.names and not f.type.equals(ROW_SCHEMA.field(f.name).type)
+    ]
 
 
 def latest_rows(table: pa.Table) -> pa.Table:

@@ -23,7 +23,7 @@ from .store import ResultsStore
 from .variants import VariantBuild, build_variants
 from .worker import ModelPayload, UnitPayload, UnitTask, failed_rows
 
-__all__ = ["SweepOptions", "SweepResult", "run_sweep", "evaluation_mode"]
+__all__ = ["SweepOptions", "SweepResult", "Terminated", "run_sweep", "evaluation_mode"]
 
 PLAN_FILE = "plan.parquet"
 SELECTION_FILE = "selection.json"
@@ -46,6 +46,7 @@ class SweepResult:
     skipped: int
     stats: ExecutionStats
     variants: dict[str, VariantBuild] = field(default_factory=dict)
+    planned: frozenset[str] = frozenset()  # task ids of the (final) plan
 
 
 def evaluation_mode(spec: Spec, plan: Plan) -> str:
@@ -54,10 +55,16 @@ def evaluation_mode(spec: Spec, plan: Plan) -> str:
     return "ground-truth" if plan.dataset.ground_truth() is not None else "reference"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (SLURM, Kubernetes, `ray stop`): handled exactly like Ctrl-C; the CLI exits 143."""
+
+
 def _install_sigterm() -> Any:
     # SIGTERM ends the sweep like Ctrl-C: buffered rows are flushed, workers stopped.
+    # ray.init installs its own SIGTERM handler (a C++ stack dump, exit 1), so this is
+    # installed again once Ray is up.
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     try:
         return signal.signal(signal.SIGTERM, handler)
@@ -76,7 +83,7 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
             file=spec.file, key="evaluation.mode", allowed=["reference"],
         )
     store = ResultsStore(spec.output_location)
-    store.open_for_sweep(
+    lease = store.open_for_sweep(
         sweep=spec.sweep,
         extra_meta={
             "evaluation": mode,
@@ -85,15 +92,21 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
             "dataset": spec.dataset.config(spec.resolve),
             "spec_file": str(Path(spec.file).resolve()) if spec.file else None,
         },
+        out=out,
     )
-    run = store.next_run()
-    store.save_spec(spec.text or "", run=run)
-    if mode == "ground-truth":
-        store.write_json(GROUND_TRUTH_FILE, gt)
-
     previous = _install_sigterm()
-    started = connect(RayOptions(address=options.address or spec.execution.address, num_cpus=options.num_cpus))
+    started = False
     try:
+        run = lease.run
+        store.save_spec(spec.text or "", run=run)
+        if mode == "ground-truth":
+            store.write_json(GROUND_TRUTH_FILE, gt)
+        for file, reason in plan.dataset.problems():
+            out.write(f"warning: {file}: {reason} (its tasks will fail; the others run)\n")
+
+        started = connect(RayOptions(address=options.address or spec.execution.address, num_cpus=options.num_cpus))
+        if previous is not None:
+            _install_sigterm()  # ray.init replaced it
         workers = options.workers or spec.execution.workers
         if workers == "auto":
             workers = max(1, cluster_cpus() // spec.execution.threads)
@@ -108,14 +121,18 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
 
         stats = _execute(plan, store, payloads, variants, workers=workers, run=run, options=options, out=out)
         status = store.task_status()
-        return SweepResult(store.location, plan.counts(status), stats.skipped, stats, variants)
+        return SweepResult(store.location, plan.counts(status), stats.skipped, stats, variants,
+                           frozenset(t.task_id for t in plan.tasks))
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if started:
-            import ray
+        try:
+            if started:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
+        finally:
+            lease.release()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -125,10 +142,17 @@ class _RunStats(ExecutionStats):
 
 def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, run, options: SweepOptions, out) -> _RunStats:
     spec = plan.spec
-    done = store.done_ids(retry_failed=options.retry_failed)
+    hashes = _image_hashes(plan)
+    done, changed = store.resume_state(
+        retry_failed=options.retry_failed, image_hashes={t.task_id: hashes[t.image_id] for t in plan.tasks}
+    )
     writer = store.writer(run=run, flush_seconds=spec.execution.flush_seconds)
     units = plan.units(skip=done, chunk_tasks=spec.execution.chunk_tasks)
     skipped = len(plan.tasks) - sum(len(u.tasks) for u in units)
+    if changed:
+        images = len({t.image_id for t in plan.tasks if t.task_id in changed})
+        out.write(f"resume: {len(changed)} stored tasks of {images} image(s) whose content changed since they ran "
+                  "are run again\n")
     if skipped:
         out.write(f"resume: {skipped} of {len(plan.tasks)} tasks already stored, {len(plan.tasks) - skipped} to run\n")
     # Tasks of a variant that could not be built are stored as failed, with its reason.
@@ -163,6 +187,11 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, ru
     return result
 
 
+def _image_hashes(plan: Plan) -> dict[int, str]:
+    """image_id → content hash of every planned image (read once per run)."""
+    return {r.image_id: plan.dataset.content_hash(r) for r in plan.records}
+
+
 def _payload_key(model: str, variant: str) -> str:
     return f"{model}/{variant}"
 
@@ -174,6 +203,7 @@ def _unit_payload(plan: Plan, unit: WorkUnit) -> UnitPayload:
         model_key=_payload_key(unit.model, unit.variant),
         image_id=unit.image_id,
         image_name=plan.dataset.source(record),
+        image_hash=plan.dataset.content_hash(record),
         tasks=tuple(UnitTask(t.task_id, t.split, t.setting) for t in unit.tasks),
     )
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from tasks import detectors
 from tasks.images import decode_image
 from tasks.rows import CodecSetting
@@ -55,6 +57,7 @@ class UnitPayload:
     image_id: int
     image_name: str
     tasks: tuple[UnitTask, ...]
+    image_hash: str | None = None  # content hash of the image, recorded in every row (resume checks it)
 
 
 class SweepWorker:
@@ -118,6 +121,8 @@ class SweepWorker:
                 runner, adapter, head,
                 [(t.split if t.split in _WHOLE_MODEL else _variant_split(payload, t.split), t.setting) for t in runnable],
             )
+            seen: dict[int, str | None] = {}
+            done = [_check_finite(o, seen) for o in done]
             by_id = {t.task_id: o for t, o in zip(runnable, done)}
             outcomes = [
                 by_id.get(t.task_id)
@@ -165,6 +170,33 @@ def _malloc_trim() -> None:
 _WHOLE_MODEL = (NO_SPLIT, INPUT_SPLIT)
 
 
+def _check_finite(outcome: TaskOutcome, seen: dict[int, str | None]) -> TaskOutcome:
+    """A task whose model outputs hold NaN or infinity fails with that reason: scoring its
+    (meaningless) detections would report AP 0 as if it were a result. ``seen`` memoises
+    outputs shared by several tasks (the unsplit run and codec none)."""
+    if not outcome.ok or outcome.result is None:
+        return outcome
+    for name, value in (outcome.result.outputs or {}).items():
+        key = id(value)
+        if key not in seen:
+            seen[key] = _non_finite(name, value)
+        if seen[key]:
+            return TaskOutcome(outcome.split, outcome.setting, None, None, seen[key])
+    return outcome
+
+
+def _non_finite(name: str, value: Any) -> str | None:
+    a = np.asarray(value)
+    if not np.issubdtype(a.dtype, np.floating) or not a.size:
+        return None
+    finite = np.isfinite(a)
+    if finite.all():
+        return None
+    kinds = " and ".join(k for k, hit in (("NaN", np.isnan(a).any()), ("inf", np.isinf(a).any())) if hit)
+    return (f"ModelError: model output {name!r} has {int(a.size - finite.sum())} of {a.size} values {kinds} "
+            "(no detections scored; check the model, variant or codec)")
+
+
 def _variant_split(payload: ModelPayload, split: int) -> int | None:
     """The variant's own node index for a sweep split (identity where no map is given)."""
     if payload.split_map is None:
@@ -189,6 +221,7 @@ def _base(unit: UnitPayload, payload: ModelPayload, task: UnitTask) -> dict[str,
         "codec_params": task.setting.canonical,
         "qp": task.setting.qp,
         "image_id": unit.image_id,
+        "image_hash": unit.image_hash,
     }
 
 

@@ -213,6 +213,7 @@ def config_rows(
         "codec_params": [config.codec_params] * n,
         "qp": pa.nulls(n, pa.int32()) if config.params.get("qp") is None else const(config.params["qp"], np.int32),
         "image_id": ids,
+        "image_hash": [f"synthetic-{int(i)}" for i in ids],
         "raw_bytes": const(config.raw_bytes, np.int64),
         "float32_bytes": const(config.raw_bytes, np.int64),  # synthetic cuts are float32
         "coded_bytes": const(config.coded_bytes, np.int64),

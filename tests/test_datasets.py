@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -17,6 +18,7 @@ from orchestrator.datasets import (
     VideoDataset,
     demo_dataset,
     make_dataset,
+    path_image_id,
 )
 from orchestrator.demo_data import ANNOTATIONS_FILE, SOURCES_FILE, demo_photos, ensure_demo_images, ensure_video
 from tasks.errors import DataError, SpecError
@@ -140,7 +142,7 @@ def test_bad_annotation_files(tmp_path, coco_dir):
 # -- folder -----------------------------------------------------------------------------
 
 
-def test_folder_dataset_sorted_ids_and_sizes(tmp_path):
+def test_folder_dataset_ids_from_file_names_and_sizes(tmp_path):
     for name, w in (("b.png", 20), ("a.PNG", 10), ("c.jpg", 30)):
         path = tmp_path / name
         if name.endswith("jpg"):
@@ -151,10 +153,18 @@ def test_folder_dataset_sorted_ids_and_sizes(tmp_path):
     (tmp_path / "sub").mkdir()
     ds = FolderDataset(tmp_path)
     assert ds.records() == [
-        ImageRecord(1, "a.PNG", 10, 12),
-        ImageRecord(2, "b.png", 20, 12),
-        ImageRecord(3, "c.jpg", 30, 12),
+        ImageRecord(path_image_id("a.PNG"), "a.PNG", 10, 12),
+        ImageRecord(path_image_id("b.png"), "b.png", 20, 12),
+        ImageRecord(path_image_id("c.jpg"), "c.jpg", 30, 12),
     ]
+    # The id is the file name's, whatever else the folder holds (SHA-256, 52 bits, + 1).
+    digest = hashlib.sha256(b"b.png").digest()
+    assert path_image_id("b.png") == (int.from_bytes(digest[:8], "big") >> 12) + 1 < 2**53
+    (tmp_path / "0first.png").write_bytes((tmp_path / "c.jpg").read_bytes())
+    again = {r.file_name: r.image_id for r in FolderDataset(tmp_path).records()}
+    assert again["b.png"] == ds.records()[1].image_id and len(set(again.values())) == 4
+    assert ds.content_hash(ds.records()[1]) == hashlib.sha256((tmp_path / "b.png").read_bytes()).hexdigest()[:32]
+    (tmp_path / "0first.png").unlink()
     assert ds.ground_truth() is None
     assert decode_image(ds.image_bytes(ds.records()[2]), name="c").shape == (12, 30, 3)
     assert [r.file_name for r in FolderDataset(tmp_path, limit=2).records()] == ["a.PNG", "b.png"]
@@ -164,9 +174,14 @@ def test_folder_errors(tmp_path):
     with pytest.raises(DataError, match="no images"):
         FolderDataset(tmp_path)
     (tmp_path / "x.jpg").write_bytes(b"garbage")
-    with pytest.raises(DataError, match="not a readable image") as info:
-        FolderDataset(tmp_path)
-    assert info.value.file.endswith("x.jpg")
+    (tmp_path / "y.png").write_bytes(b"")
+    _png(tmp_path / "z.png", 8, 8)
+    # Unreadable images stay in the dataset (their tasks fail at run time) and are listed.
+    ds = FolderDataset(tmp_path)
+    assert [r.file_name for r in ds.records()] == ["x.jpg", "y.png", "z.png"]
+    problems = dict((Path(f).name, why) for f, why in ds.problems())
+    assert set(problems) == {"x.jpg", "y.png"}
+    assert "not a readable image" in problems["x.jpg"] and "empty (0 bytes)" in problems["y.png"]
 
 
 # -- video ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def row(task_id, status="ok", seconds=0, **extra):
 @pytest.fixture
 def store(tmp_path):
     s = ResultsStore(str(tmp_path / "res"))
-    s.open_for_sweep(sweep="t")
+    s.open_for_sweep(sweep="t").release()
     return s
 
 
@@ -109,18 +109,28 @@ def test_unwritable_location_is_a_clear_error(tmp_path):
 def test_file_as_location_is_a_clear_error(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(ResultsError, match="cannot create the results directory"):
+    with pytest.raises(ResultsError, match="not a results directory \\(it is a file\\)"):
         ResultsStore(str(f)).open_for_sweep(sweep="t")
 
 
-def test_stale_temp_files_are_removed_and_never_read(store):
+def test_only_temp_files_of_dead_writers_are_removed(store):
+    import socket
+    import subprocess
+    import sys
+
     rows_dir = os.path.dirname(store.path("rows", "x"))
-    stale = os.path.join(rows_dir, ".part-r0001-000001.parquet.tmp-deadbeef")
-    with open(stale, "wb") as fh:
-        fh.write(b"half a file")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = os.path.join(rows_dir, f".part-r0001-000001.parquet.tmp-{host}-{int(dead.stdout)}-deadbeef")
+    live = os.path.join(rows_dir, f".part-r0002-000001.parquet.tmp-{host}-{os.getpid()}-0badf00d")
+    unknown = os.path.join(rows_dir, ".part-r0003-000001.parquet.tmp-deadbeef")  # old name: writer unknown, recent
+    for path in (stale, live, unknown):
+        with open(path, "wb") as fh:
+            fh.write(b"half a file")
     assert store.part_files() == []
-    ResultsStore(store.location).open_for_sweep(sweep="t")
+    ResultsStore(store.location).open_for_sweep(sweep="t").release()
     assert not os.path.exists(stale)
+    assert os.path.exists(live) and os.path.exists(unknown)
 
 
 def test_atomic_json_and_spec_copies(store):

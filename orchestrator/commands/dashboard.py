@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,13 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
     parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a web browser; only print the URL")
+    parser.add_argument("--all", action="store_true",
+                        help="show every stored configuration, also those the current plan no longer has")
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: stop the Streamlit child, then exit."""
 
 
 def dashboard_url(host: str, port: int) -> str:
     return f"http://{'localhost' if host in ('', '0.0.0.0', '::') else host}:{port}"
 
 
-def build_command(results: str, *, port: int = 8501, host: str = "localhost") -> list[str]:
+def build_command(results: str, *, port: int = 8501, host: str = "localhost", include_all: bool = False) -> list[str]:
     """The `streamlit run` command line serving the dashboard of ``results``."""
     return [
         sys.executable, "-m", "streamlit", "run", str(APP),
@@ -43,7 +50,7 @@ def build_command(results: str, *, port: int = 8501, host: str = "localhost") ->
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
         "--client.toolbarMode", "minimal",
-        "--", results,
+        "--", results, *(["--all"] if include_all else []),
     ]  # fmt: skip
 
 
@@ -75,12 +82,17 @@ def _wait_ready(url: str, process: subprocess.Popen, *, timeout: float = 60.0) -
 
 def run(args: argparse.Namespace) -> int:
     results = _check(args.results)
-    command = build_command(results, port=args.port, host=args.host)
+    command = build_command(results, port=args.port, host=args.host, include_all=getattr(args, "all", False))
     url = dashboard_url(args.host, args.port)
     env = dict(os.environ)
     # The app imports dashboard/ and orchestrator/ from this checkout even when not installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(APP.parents[1]), env.get("PYTHONPATH", "")) if p)
     process = subprocess.Popen(command, env=env)
+
+    def on_sigterm(signum, frame):  # stop Streamlit too (the finally below), then exit 143
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if not _wait_ready(url, process):
             code = process.poll()
@@ -91,9 +103,13 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_browser:
             webbrowser.open(url)
         return process.wait()
+    except _Terminated:
+        print("splitsweep: dashboard stopped (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         return 0
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if process.poll() is None:
             process.terminate()
             try:

@@ -103,6 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="POINTS",
         help="also show, per model, the cheapest configuration at most POINTS AP points below the uncompressed AP",
     )
+    parser.add_argument(
+        "--all", action="store_true",
+        help="report every stored row, also configurations and images the current plan (plan.parquet) no longer has",
+    )
     parser.add_argument("--force", action="store_true", help="re-score every configuration, not only changed ones")
     parser.add_argument(
         "--workers", type=_positive, default=1, metavar="N", help="score configurations in N processes (default: 1)"
@@ -123,18 +127,28 @@ def mpeg_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.results import open_results, plan_scope
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = build_report(args.results, force=args.force, workers=args.workers)
+        scope = None if args.all else plan_scope(open_results(args.results))
+        result = build_report(args.results, force=args.force, workers=args.workers,
+                              task_ids=None if scope is None else scope.task_ids)
     for w in caught:
         print(f"splitsweep: warning: {w.message}", file=sys.stderr)
+    if scope is not None and scope.line():
+        print(f"splitsweep: {scope.line()}", file=sys.stderr)
     table = report_fronts(result.table)
     metric = args.metric or default_metric(args.results)
     bd, reason = bd_for(table, anchor=args.anchor, rate=args.rate, metric=metric, fit=args.fit)
     cheapest = None if args.within is None else cheapest_within(table, points=args.within)
     if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        mpeg_columns(table).to_csv(args.csv, index=False)
+        try:
+            args.csv.parent.mkdir(parents=True, exist_ok=True)
+            mpeg_columns(table).to_csv(args.csv, index=False)
+        except OSError as exc:
+            raise ResultsError(f"cannot write the CSV file: {exc.strerror or exc}", file=str(args.csv),
+                               key="--csv") from None
     out = sys.stdout
     if args.format == "csv":
         mpeg_columns(table).to_csv(out, index=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 NAME = "run"
 HELP = "Run or resume a sweep: only tasks not yet stored are run."
 
@@ -25,6 +27,29 @@ def run(args) -> int:
         f"sweep {spec.sweep}: {c['ok']} ok, {c['failed']} failed, {c['remaining']} remaining of {c['tasks']} tasks "
         f"({result.stats.rows_ok + result.stats.rows_failed} run now in {result.stats.seconds:.1f} s) → {result.location}"
     )
-    if result.stats.interrupted:
-        return 130
-    return 0 if c["remaining"] == 0 else 1
+    return finished_code(result)
+
+
+def finished_code(result) -> int:
+    """0 when every planned task is stored ok; otherwise 3, with a last line saying how many
+    failed and the most common error."""
+    from orchestrator.cli import EXIT_FAILED_TASKS, EXIT_OK
+    from orchestrator.store import ResultsStore, latest_rows
+
+    c = result.plan_counts
+    if c["failed"] == 0 and c["remaining"] == 0:
+        return EXIT_OK
+    errors: dict[str, int] = {}
+    if c["failed"]:
+        rows = latest_rows(ResultsStore(result.location).read_rows(["task_id", "status", "error", "finished_at"]))
+        for tid, status, error in zip(rows["task_id"].to_pylist(), rows["status"].to_pylist(), rows["error"].to_pylist()):
+            if status == "failed" and tid in result.planned:
+                errors[error or "?"] = errors.get(error or "?", 0) + 1
+    common = max(errors.items(), key=lambda kv: kv[1]) if errors else None
+    text = f"splitsweep: {c['failed']} of {c['tasks']} tasks failed"
+    if c["remaining"]:
+        text += f", {c['remaining']} not run"
+    if common:
+        text += f"; most common error ({common[1]}×): {common[0][:300]}"
+    print(text, file=sys.stderr)
+    return EXIT_FAILED_TASKS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 NAME = "validate"
 HELP = "Check a sweep spec (keys, models, split points, codecs, dataset) without running anything."
 
@@ -17,6 +19,9 @@ def run(args) -> int:
     spec = load_spec(args.spec)
     plan = build_plan(spec)
     counts = plan.counts()
+    problems = plan.dataset.problems()
+    for file, reason in problems:
+        print(f"splitsweep: warning: {file}: {reason} (its tasks will fail; the others run)", file=sys.stderr)
     print(
         f"{args.spec}: ok — {len(plan.models)} model(s), "
         f"{sum(len(m.variants) for m in plan.models)} variant(s), "
@@ -24,5 +29,6 @@ def run(args) -> int:
         f"{' + remote inference (input)' if any(m.remote for m in plan.models) else ''}, "
         f"{len(plan.settings)} codec setting(s), "
         f"{len(plan.records)} image(s): {counts['tasks']} tasks in {counts['units']} work units"
+        + (f"; {len(problems)} image(s) unreadable" if problems else "")
     )
     return 0
