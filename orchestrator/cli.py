@@ -7,14 +7,16 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from tasks.errors import SplitsweepError
+from tasks.errors import LeaseLostError, SplitsweepError
 
-__all__ = ["main", "COMMANDS", "EXIT_OK", "EXIT_FAILED_TASKS", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
+__all__ = ["main", "COMMANDS", "EXIT_OK", "EXIT_FAILED_TASKS", "EXIT_USAGE", "EXIT_LEASE_LOST", "EXIT_INTERRUPTED",
+           "EXIT_TERMINATED", "exit_code"]
 
 # Exit codes (README, "Exit codes"): scripts and cluster jobs rely on them.
 EXIT_OK = 0  # done; for `run`: every planned task is stored ok
 EXIT_FAILED_TASKS = 3  # `run` finished, but some tasks failed (or could not run)
 EXIT_USAGE = 2  # bad input: spec, data, results location, command line
+EXIT_LEASE_LOST = 4  # `run`/`demo` stopped: another driver took the results location's lease mid-run
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): rows so far are stored
 EXIT_TERMINATED = 143  # SIGTERM (SLURM, Kubernetes, `ray stop`): rows so far are stored
 
@@ -60,15 +62,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = full.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except SplitsweepError as exc:
+    except (SplitsweepError, KeyboardInterrupt) as exc:
+        return exit_code(exc, command=known.command)
+
+
+def exit_code(exc: BaseException, *, command: str) -> int:
+    """Print the one line for an error or interruption that ended `command`; its exit code."""
+    resumes = command in ("run", "demo")
+    if isinstance(exc, LeaseLostError):
+        print(f"splitsweep: error: {exc}", file=sys.stderr)
+        return EXIT_LEASE_LOST
+    if isinstance(exc, SplitsweepError):
         print(f"splitsweep: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt as exc:
+    if isinstance(exc, KeyboardInterrupt):
         terminated = type(exc).__name__ == "Terminated"  # orchestrator.sweep.Terminated, not imported here
-        hint = " (run the same command again to resume)" if known.command in ("run", "demo") else ""
+        hint = " (run the same command again to resume)" if resumes else ""
         print(f"splitsweep: interrupted by {'SIGTERM' if terminated else 'Ctrl-C'}; "
               f"every row finished so far is stored{hint}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    raise exc
 
 
 if __name__ == "__main__":  # pragma: no cover

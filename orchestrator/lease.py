@@ -10,6 +10,14 @@ it is written with a random token and read back after a short settling time; the
 whose token is read back holds it, and keeps checking that it still does at every
 heartbeat. A lease whose holder is dead on this host, or whose heartbeat is older than
 ``STALE_S``, is stale and taken over. Run numbers are chosen while holding the lease.
+
+A held lease can still be lost: a local lease file removed and re-created by another
+driver, a holder on another host of a network filesystem (where ``flock`` does not reach)
+that took over after our heartbeat went quiet, or an object rewritten by another driver.
+Every heartbeat, and :meth:`Lease.verify` before each part file is published, reads the
+lease back; once another holder is seen, :attr:`Lease.lost` names it, the heartbeat
+stops, :meth:`Lease.release` leaves the new holder's lease alone, and the writer
+(store.PartWriter) raises :class:`~tasks.errors.LeaseLostError` instead of writing.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
-from tasks.errors import ResultsError
+from tasks.errors import LeaseLostError, ResultsError
 
 __all__ = ["LEASE_FILE", "HEARTBEAT_S", "STALE_S", "Holder", "Lease", "pid_alive", "this_host"]
 
@@ -172,16 +180,72 @@ class Lease:
     def heartbeat(self) -> None:
         if self.lost:
             return
+        if self._check() is not None:
+            return
         beat = Holder(**{**asdict(self.holder), "heartbeat": time.time()})
         if self._fd is not None:
             _rewrite(self._fd, beat.to_bytes())
         else:
-            current = _read_holder(self._store)
-            if current is not None and current.token != self.holder.token:
-                self.lost = current.describe()
-                return
             self._store.write_bytes(LEASE_FILE, beat.to_bytes())
         self.holder = beat
+
+    def verify(self) -> None:
+        """Read the lease back now; raise LeaseLostError when another driver holds it."""
+        if self.lost is None:
+            self._check()
+        if self.lost is not None:
+            raise LeaseLostError(
+                f"another driver took this run's lease while it was writing: {self.lost}; "
+                f"this run (run {self.run}) stopped and stores nothing further (rows stored so far are kept; "
+                "the new holder runs what is left)",
+                file=self._store.location,
+                key="lease",
+            )
+
+    def _check(self) -> str | None:
+        """Set and return :attr:`lost` when the lease in storage is no longer ours."""
+        if self._fd is not None:
+            current = self._check_local()
+        else:
+            current = _read_holder(self._store)
+            if current is None:  # removed (by hand?): nobody else holds it; take it back
+                return None
+        if current is not None and current.token != self.holder.token:
+            self.lost = current.describe()
+        return self.lost
+
+    def _check_local(self) -> Holder | None:
+        """The holder in the file at the lease's path (ours, or the one that replaced it)."""
+        import fcntl
+
+        path = self._store.path(LEASE_FILE)
+        try:
+            replaced = os.stat(path).st_ino != os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            # Removed under us: take it back unless another driver re-creates it first.
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                replaced = True
+            else:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    replaced = True
+                else:
+                    _rewrite(fd, self.holder.to_bytes())
+                    os.close(self._fd)
+                    self._fd = fd
+                    return self.holder
+        if replaced:
+            try:
+                with open(path, "rb") as fh:
+                    return Holder.parse(fh.read())
+            except OSError:
+                return None
+        # Our file: another host (no flock across a network filesystem) may have rewritten it.
+        return Holder.parse(os.pread(self._fd, 1 << 16, 0))
 
     def release(self) -> None:
         """Give the lease back: the lease file / object is removed."""
@@ -191,10 +255,11 @@ class Lease:
         self._thread.join(timeout=5)
         path = self._store.path(LEASE_FILE)
         if self._fd is not None:
-            try:
-                os.unlink(path)  # still locked by us: a waiting driver re-checks the inode (see _lock_local)
-            except OSError:
-                pass
+            if not self.lost and self._check() is None:
+                try:
+                    os.unlink(path)  # still locked by us: a waiting driver re-checks the inode (see _lock_local)
+                except OSError:
+                    pass
             os.close(self._fd)
             self._fd = None
         elif not self.lost:

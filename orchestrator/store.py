@@ -175,7 +175,7 @@ class ResultsStore:
         """
         meta = self.check_meta()
         if meta is None:
-            self._refuse_foreign()
+            self.refuse_foreign()
         elif meta.get("sweep") != sweep:
             raise ResultsError(
                 f"this results location holds sweep {meta.get('sweep')!r}, not {sweep!r}; "
@@ -206,7 +206,7 @@ class ResultsStore:
             raise
         return lease
 
-    def _refuse_foreign(self) -> None:
+    def refuse_foreign(self) -> None:
         """An existing, non-empty directory without our meta.json is someone else's: refuse it."""
         info = self._loc.fs.get_file_info(self._loc.root)
         if info.type == pafs.FileType.NotFound:
@@ -341,8 +341,8 @@ class ResultsStore:
         runs += [int(m.group(1)) for i in specs if (m := re.match(r"run-(\d+)\.yaml$", i.base_name))]
         return max(runs, default=0) + 1
 
-    def writer(self, *, run: int, flush_seconds: float = 5.0, flush_rows: int = 5000) -> PartWriter:
-        return PartWriter(self, run=run, flush_seconds=flush_seconds, flush_rows=flush_rows)
+    def writer(self, *, run: int, flush_seconds: float = 5.0, flush_rows: int = 5000, lease: Lease | None = None) -> PartWriter:
+        return PartWriter(self, run=run, flush_seconds=flush_seconds, flush_rows=flush_rows, lease=lease)
 
     def read_rows(self, columns: Sequence[str] | None = None, *, filter: ds.Expression | None = None) -> pa.Table:
         """The named columns of every readable row (re-run tasks appear more than once;
@@ -464,10 +464,17 @@ class PartWriter:
     Flushes when `flush_seconds` have passed since the first buffered row or `flush_rows`
     are buffered, and on close. Part names are deterministic (run, sequence number), so
     a retried write replaces rather than duplicates.
+
+    With a `lease`, every part is published only after the lease is read back as ours;
+    once it is lost, `add`, `due` and `flush` raise LeaseLostError (the caller stops
+    dispatching) and `close` drops what is buffered: nothing more is written.
     """
 
-    def __init__(self, store: ResultsStore, *, run: int, flush_seconds: float, flush_rows: int) -> None:
+    def __init__(self, store: ResultsStore, *, run: int, flush_seconds: float, flush_rows: int,
+                 lease: Lease | None = None) -> None:
         self._store = store
+        self._lease = lease
+        self.rows_dropped = 0
         self.run = run
         self._seq = 0
         self._rows: list[dict] = []
@@ -478,7 +485,12 @@ class PartWriter:
         self.rows_written = 0
         self.parts_written = 0
 
+    def _guard(self) -> None:
+        if self._lease is not None and self._lease.lost:
+            self._lease.verify()  # raises, naming the new holder
+
     def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self._guard()
         with self._lock:
             for row in rows:
                 self._rows.append(dict(row))
@@ -488,6 +500,7 @@ class PartWriter:
             self.flush()
 
     def due(self) -> bool:
+        self._guard()
         return bool(self._rows) and (
             len(self._rows) >= self._flush_rows
             or (self._since is not None and time.monotonic() - self._since >= self._flush_seconds)
@@ -501,6 +514,13 @@ class PartWriter:
         with self._lock:
             if not self._rows:
                 return
+            if self._lease is not None:
+                try:
+                    self._lease.verify()
+                except ResultsError:
+                    self.rows_dropped += len(self._rows)
+                    self._rows, self._since = [], None
+                    raise
             rows, self._rows, self._since = self._rows, [], None
             self._seq += 1
             table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
@@ -511,4 +531,8 @@ class PartWriter:
             self.parts_written += 1
 
     def close(self) -> None:
+        if self._lease is not None and self._lease.lost:
+            self.rows_dropped += len(self._rows)  # another driver holds the location now
+            self._rows, self._since = [], None
+            return
         self.flush()

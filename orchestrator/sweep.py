@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from tasks.errors import SpecError
 
 from .execute import ExecutionStats, RayOptions, cluster_cpus, connect, run_units
+from .lease import Lease
 from .plan import Plan, WorkUnit, build_plan
 from .progress import Progress
 from .schema import GROUND_TRUTH_FILE
@@ -114,12 +115,14 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
         payloads = _payloads(plan, variants)
 
         if spec.evaluation.select is not None:
-            plan = _select_images(spec, plan, store, payloads, variants, workers=workers, run=run, options=options, out=out)
+            plan = _select_images(spec, plan, store, payloads, variants, workers=workers, lease=lease, options=options,
+                                  out=out)
         buf = io.BytesIO()
         pq.write_table(plan.to_table(), buf)
+        lease.verify()
         store.write_bytes(PLAN_FILE, buf.getvalue())
 
-        stats = _execute(plan, store, payloads, variants, workers=workers, run=run, options=options, out=out)
+        stats = _execute(plan, store, payloads, variants, workers=workers, lease=lease, options=options, out=out)
         status = store.task_status()
         return SweepResult(store.location, plan.counts(status), stats.skipped, stats, variants,
                            frozenset(t.task_id for t in plan.tasks))
@@ -140,13 +143,17 @@ class _RunStats(ExecutionStats):
     skipped: int = 0
 
 
-def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, run, options: SweepOptions, out) -> _RunStats:
+def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, lease: Lease, options: SweepOptions,
+             out) -> _RunStats:
+    """Run what is not stored yet. Rows are published only while `lease` is ours: when
+    another driver takes it, the writer raises LeaseLostError, which stops dispatching
+    (run_units kills the workers) and reaches the CLI (exit 4)."""
     spec = plan.spec
     hashes = _image_hashes(plan)
     done, changed = store.resume_state(
         retry_failed=options.retry_failed, image_hashes={t.task_id: hashes[t.image_id] for t in plan.tasks}
     )
-    writer = store.writer(run=run, flush_seconds=spec.execution.flush_seconds)
+    writer = store.writer(run=lease.run, flush_seconds=spec.execution.flush_seconds, lease=lease)
     units = plan.units(skip=done, chunk_tasks=spec.execution.chunk_tasks)
     skipped = len(plan.tasks) - sum(len(u.tasks) for u in units)
     if changed:
@@ -228,7 +235,7 @@ def _payloads(plan: Plan, variants: Mapping[str, VariantBuild]) -> dict[str, Mod
     return out
 
 
-def _select_images(spec: Spec, plan: Plan, store: ResultsStore, payloads, variants, *, workers, run, options, out) -> Plan:
+def _select_images(spec: Spec, plan: Plan, store: ResultsStore, payloads, variants, *, workers, lease, options, out) -> Plan:
     """The seed study's selection: run the unsplit model on the candidates, keep the first
     N images whose AP reaches the threshold. Stored, so a resumed sweep keeps the same images."""
     from tasks.metrics import per_image_ap, select_images
@@ -246,7 +253,7 @@ def _select_images(spec: Spec, plan: Plan, store: ResultsStore, payloads, varian
     base = plan.baseline_only()
     base.tasks = [t for t in base.tasks if t.model == model and t.variant == plan.model(model).variants[0].label]
     out.write(f"selection: running the unsplit {model} on {len(base.records)} candidate images\n")
-    _execute(base, store, payloads, variants, workers=workers, run=run, options=options, out=out)
+    _execute(base, store, payloads, variants, workers=workers, lease=lease, options=options, out=out)
     rows = store.read_rows(["task_id", "image_id", "detections", "status", "finished_at"])
     ids = {t.task_id for t in base.tasks}
     dets = {}
@@ -258,6 +265,7 @@ def _select_images(spec: Spec, plan: Plan, store: ResultsStore, payloads, varian
     order = [r.image_id for r in plan.records]
     aps = {i: per_image_ap(gt, dets[i], i) for i in order if i in dets}
     chosen = select_images(aps, min_ap=select.min_ap, first=select.first, order=order)
+    lease.verify()
     store.write_json(SELECTION_FILE, {"select": wanted, "image_ids": chosen, "candidates": len(order)})
     out.write(f"selection: kept {len(chosen)} of {len(order)} images (AP ≥ {select.min_ap})\n")
     return plan.with_images(chosen)

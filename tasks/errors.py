@@ -10,6 +10,7 @@
     ├── VariantError           a model variant cannot be built for this graph
     ├── AssetError             npm missing, download failed, checksum mismatch
     └── ResultsError           results store unwritable, other schema version, damaged file
+        └── LeaseLostError     another driver took the results location's lease mid-run
 
 Every error carries where it happened (``file``), what it is about (``key``) and,
 where it applies, what would have been accepted (``allowed``); ``str()`` renders all
@@ -32,6 +33,7 @@ __all__ = [
     "VariantError",
     "AssetError",
     "ResultsError",
+    "LeaseLostError",
     "nearest",
 ]
 
@@ -104,6 +106,11 @@ class AssetError(SplitsweepError):
 
 class ResultsError(SplitsweepError):
     """The results store cannot be written or read safely."""
+
+
+class LeaseLostError(ResultsError):
+    """Another driver took this run's lease while it was writing: the run stops, stores
+    nothing further, and the CLI exits with its own code (4) rather than 2."""
 
 
 def nearest(word: str, choices: Iterable[str]) -> str | None:

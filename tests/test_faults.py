@@ -236,6 +236,50 @@ def test_nan_model_outputs_are_failed_rows_with_the_reason(lab, tmp_path, ray_lo
     assert "ModelError: model output 'scores'" in err[-1]
 
 
+# -- `splitsweep demo`: the exit codes of `run` ------------------------------------------
+
+
+def test_demo_exit_codes_follow_run(lab, finished, tmp_path, ray_local, capsys):
+    """The demo's closing step on real sweeps (the full demo is too slow for this suite):
+    0 all ok, 3 with the count and most common error; a foreign --output is refused with
+    2 before anything is fetched; interruptions map to 130 / 143 with the resume hint."""
+    from orchestrator.cli import exit_code
+    from orchestrator.commands.demo import finish
+    from orchestrator.spec import load_spec
+    from orchestrator.sweep import SweepOptions, Terminated, run_sweep
+
+    root, model, _ = lab
+    ok = run_sweep(load_spec(root / "finished.yaml"), SweepOptions(workers=1))
+    capsys.readouterr()
+    assert finish(ok, shown=str(finished)) == 0
+    captured = capsys.readouterr()
+    assert "15 ok, 0 failed of 15 tasks" in captured.out and "splitsweep:" not in captured.err
+
+    images, ann = write_coco_folder(tmp_path / "coco", n_images=3, corrupt=(2,))
+    spec = spec_file(tmp_path, "some.yaml", output=tmp_path / "some", model=model,
+                     dataset=f"{{type: coco, images: {images}, annotations: {ann}}}")
+    some = run_sweep(load_spec(spec), SweepOptions(workers=1))
+    capsys.readouterr()
+    assert finish(some, shown="some") == 3
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("splitsweep: 5 of 15 tasks failed; most common error (5×): DataError:") and "img002.png" in last
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine\n")
+    before = tree_hashes(foreign)
+    code, err, out = cli(capsys, "demo", "--output", foreign)
+    assert code == 2 and len(err) == 1 and "not a splitsweep results location" in err[0] and str(foreign) in err[0]
+    assert tree_hashes(foreign) == before and not out
+
+    assert exit_code(Terminated(), command="demo") == 143
+    assert exit_code(KeyboardInterrupt(), command="demo") == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "splitsweep: interrupted by SIGTERM; every row finished so far is stored (run the same command again to resume)",
+        "splitsweep: interrupted by Ctrl-C; every row finished so far is stored (run the same command again to resume)",
+    ]
+
+
 # -- bad images ---------------------------------------------------------------------------
 
 
@@ -356,6 +400,90 @@ def test_stale_lease_of_a_dead_driver_is_taken_over(finished, tmp_path, ray_loca
     assert tree_hashes(store / "rows") == rows_before  # nothing to run, nothing rewritten
     assert not (store / LEASE_FILE).exists()  # released at the end
     assert (store / "specs" / "run-0002.yaml").exists()  # the run number came from the lease
+
+
+def _foreign_holder(location: Path) -> bytes:
+    """What another driver writes when it takes the lease (another host of a network
+    filesystem, where flock does not reach): its own host, pid, run and token."""
+    from orchestrator.lease import Holder
+
+    ours = Holder.parse((location / LEASE_FILE).read_bytes())
+    return Holder("elsewhere", 4242, "2026-01-02T03:04:05+00:00", time.time(), ours.run + 1, "theirs").to_bytes()
+
+
+def test_lease_taken_mid_run_stops_the_run_and_stores_nothing_further(lab, tmp_path, ray_local, capsys):
+    from orchestrator.cli import EXIT_LEASE_LOST, exit_code
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import load_spec
+    from orchestrator.sweep import SweepOptions, run_sweep
+    from tasks.errors import LeaseLostError
+
+    root, model, coco = lab
+    out = tmp_path / "res"
+    spec = load_spec(spec_file(tmp_path, "s.yaml", output=out, dataset=coco, model=model,
+                               codecs="  none: {}\n  float16: {}\n  uniform: {bits: [8, 6, 4, 2]}\n",
+                               extra="execution: {workers: 1, flush_seconds: 0.001, chunk_tasks: 1}\n"))
+    planned = len(build_plan(spec).tasks)
+    store = ResultsStore(str(out))
+    taken: dict = {}
+    calls = []
+
+    def take_when_stored(rows):
+        calls.append(len(rows))
+        if not taken and store.exists("rows") and store.part_files():
+            taken["parts"] = tree_hashes(out / "rows")
+            taken["lease"] = _foreign_holder(out)
+            (out / LEASE_FILE).write_bytes(taken["lease"])  # rewritten in place, as the other host does
+            taken["call"] = len(calls)
+
+    with pytest.raises(LeaseLostError) as raised:
+        run_sweep(spec, SweepOptions(workers=1, on_rows=take_when_stored))
+    assert taken, "the sweep finished before any part file was stored"
+    # dispatching stopped: at most the units already in flight came back after the take-over
+    assert len(calls) - taken["call"] <= 2
+    # nothing published after the take-over; what was stored is intact and not duplicated
+    assert tree_hashes(out / "rows") == taken["parts"]
+    ids = [r["task_id"] for r in ResultsStore(str(out)).read_rows(["task_id"]).to_pylist()]
+    assert 0 < len(ids) == len(set(ids)) < planned
+    # the new holder's lease is left alone (not removed by our release)
+    assert (out / LEASE_FILE).read_bytes() == taken["lease"]
+    # the CLI's line and code
+    assert exit_code(raised.value, command="run") == EXIT_LEASE_LOST == 4
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("splitsweep:")]
+    assert len(err) == 1 and err[0].startswith(f"splitsweep: error: {out}: lease: another driver took this run's lease")
+    assert "elsewhere pid 4242, started 2026-01-02T03:04:05+00:00" in err[0] and "stores nothing further" in err[0]
+
+
+def test_local_lease_notices_a_new_holder_and_leaves_its_lease(tmp_path):
+    from orchestrator.lease import Holder, Lease
+    from tasks.errors import LeaseLostError
+
+    store = ResultsStore(str(tmp_path / "res"))
+    lease = store.open_for_sweep(sweep="l")
+    try:
+        # removed by hand and nobody else took it: the heartbeat takes it back
+        (tmp_path / "res" / LEASE_FILE).unlink()
+        lease.heartbeat()
+        assert lease.lost is None
+        assert Holder.parse((tmp_path / "res" / LEASE_FILE).read_bytes()).token == lease.holder.token
+        lease.verify()
+        # removed and re-created by another driver (a new file, its own flock): lost to it
+        (tmp_path / "res" / LEASE_FILE).unlink()
+        other = Lease.acquire(ResultsStore(str(tmp_path / "res")), next_run=lambda: 9)
+        try:
+            lease.heartbeat()
+            assert lease.lost is not None and f"pid {os.getpid()}" in lease.lost and "run 9" in lease.lost
+            with pytest.raises(LeaseLostError, match="run 9"):
+                lease.verify()
+            with pytest.raises(LeaseLostError):
+                store.writer(run=lease.run, lease=lease).add([{"task_id": "x"}])
+            lease.release()
+            assert Holder.parse((tmp_path / "res" / LEASE_FILE).read_bytes()).token == other.holder.token
+        finally:
+            other.release()
+        assert not (tmp_path / "res" / LEASE_FILE).exists()
+    finally:
+        lease.release()
 
 
 def test_report_describes_the_current_plan(lab, tmp_path, ray_local, capsys):
@@ -561,3 +689,49 @@ def test_object_store_lease_refuses_a_second_driver_and_takes_over_a_stale_one(s
     store.write_bytes(LEASE_FILE, Holder("elsewhere", 4242, "x", time.time(), 9, "t").to_bytes())
     with pytest.raises(ResultsError, match="elsewhere pid 4242"):
         Lease.acquire(store, next_run=lambda: 10, settle_s=0.2)
+
+
+def test_object_store_lease_lost_to_another_driver_stops_writes(s3_location):
+    from orchestrator.lease import Holder
+    from tasks.errors import LeaseLostError
+
+    store = ResultsStore(s3_location)
+    lease = store.open_for_sweep(sweep="s3")
+    writer = store.writer(run=lease.run, flush_seconds=60, lease=lease)
+    theirs = Holder("elsewhere", 4242, "2026-01-02T03:04:05+00:00", time.time(), lease.run + 1, "theirs").to_bytes()
+    store.write_bytes(LEASE_FILE, theirs)  # a driver that took over while this one was stalled
+    lease.heartbeat()
+    assert "elsewhere pid 4242" in (lease.lost or "")
+    with pytest.raises(LeaseLostError, match="elsewhere pid 4242"):
+        writer.due()
+    writer.close()  # drops, writes nothing
+    lease.release()
+    assert store.read_bytes(LEASE_FILE) == theirs and not store.part_files()
+
+
+@pytest.mark.slow
+def test_lease_taken_from_a_running_cli_sweep_exits_4(tmp_path):
+    spec = _slow_spec(tmp_path, "res")
+    out = tmp_path / "res"
+    store = ResultsStore(str(out))
+    proc = _start(spec)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if store.exists("rows") and len(store.part_files()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    theirs = _foreign_holder(out)
+    (out / LEASE_FILE).write_bytes(theirs)
+    taken_at = tree_hashes(out / "rows")
+    _, err = proc.communicate(timeout=120)
+    lines = [ln for ln in err.splitlines() if ln.strip() and " tasks (" not in ln]
+    assert proc.returncode == 4, err[-3000:]
+    assert lines[-1].startswith(f"splitsweep: error: {out}: lease: another driver took this run's lease")
+    assert "elsewhere pid 4242" in lines[-1] and "Traceback" not in err
+    # at most the one part being published while the file was rewritten; nothing after
+    after = tree_hashes(out / "rows")
+    assert {k: v for k, v in after.items() if k in taken_at} == taken_at and len(after) - len(taken_at) <= 1
+    ids = store.read_rows(["task_id"])["task_id"].to_pylist()
+    assert len(ids) == len(set(ids))
+    assert (out / LEASE_FILE).read_bytes() == theirs

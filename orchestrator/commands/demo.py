@@ -20,30 +20,50 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from orchestrator.assets import ensure_models
     from orchestrator.demo_data import ensure_demo_images
-    from orchestrator.report import build_report
     from orchestrator.spec import load_spec
     from orchestrator.specs import DEMO_SPEC, FULL_SPEC
+    from orchestrator.store import ResultsStore
     from orchestrator.sweep import SweepOptions, run_sweep
 
     spec_file = FULL_SPEC if args.full else DEMO_SPEC
+    output = os.path.abspath(args.output)
+    # Before fetching anything: a foreign --output is refused now, not after the download.
+    store = ResultsStore(output)
+    if store.check_meta() is None:
+        store.refuse_foreign()
     print(f"demo: spec {spec_file}", file=sys.stderr)
     ensure_models()
     ensure_demo_images()
     spec = load_spec(spec_file)
-    output = os.path.abspath(args.output)
     spec = spec.model_copy(update={"output": output})
     result = run_sweep(spec, SweepOptions(workers=args.workers))
-    report = build_report(output)
-    print()
-    summary_table(sys.stdout, report.table)
-    print()
-    bd_summary(sys.stdout, report.table)
+    return finish(result, shown=args.output)
+
+
+def finish(result, *, shown: str) -> int:
+    """The demo's summary, BD table and next commands; the exit code of `run`
+    (0 all ok, 3 with the failed count and the most common error)."""
+    from orchestrator.commands.run import finished_code
+    from orchestrator.report import build_report
+
+    from tasks.errors import ResultsError
+
+    output = result.location
+    try:
+        report = build_report(output)
+    except ResultsError as exc:  # e.g. every task failed: the exit code below still says so
+        print(f"demo: no summary: {exc}", file=sys.stderr)
+    else:
+        print()
+        summary_table(sys.stdout, report.table)
+        print()
+        bd_summary(sys.stdout, report.table)
     c = result.plan_counts
     print(f"\n{c['ok']} ok, {c['failed']} failed of {c['tasks']} tasks; results in {output}")
     me = program()
-    print(f"Open the dashboard:  {me} dashboard {args.output}")
-    print(f"Full report as CSV:  {me} report {args.output} --csv report.csv")
-    return 0 if c["remaining"] == 0 and not result.stats.interrupted else 1
+    print(f"Open the dashboard:  {me} dashboard {shown}")
+    print(f"Full report as CSV:  {me} report {shown} --csv report.csv")
+    return finished_code(result)
 
 
 def summary_table(out, table) -> None:
