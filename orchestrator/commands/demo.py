@@ -45,7 +45,6 @@ def finish(result, *, shown: str) -> int:
     (0 all ok, 3 with the failed count and the most common error)."""
     from orchestrator.commands.run import finished_code
     from orchestrator.report import build_report
-
     from tasks.errors import ResultsError
 
     output = result.location
