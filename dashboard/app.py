@@ -17,6 +17,7 @@ import streamlit as st  # noqa: E402
 from dashboard.data import Filters, apply_filters, load_configs, load_progress, read_meta, results_version  # noqa: E402
 from dashboard.views import ViewContext, curves, drilldown, overview, show_notes, splits, table, tradeoffs, variants  # noqa: E402
 from orchestrator.pareto import report_fronts  # noqa: E402
+from orchestrator.schema import split_label  # noqa: E402
 
 VIEWS = (overview, curves, splits, tradeoffs, variants, drilldown, table)
 ENV_RESULTS = "SPLITSWEEP_RESULTS"
@@ -30,8 +31,8 @@ def _start_location() -> str:
     return os.environ.get(ENV_RESULTS, "")
 
 
-def _multiselect(label: str, options: list, key: str) -> tuple | None:
-    chosen = st.sidebar.multiselect(label, options, key=key, placeholder="all")
+def _multiselect(label: str, options: list, key: str, *, format_func=str) -> tuple | None:
+    chosen = st.sidebar.multiselect(label, options, key=key, placeholder="all", format_func=format_func)
     return tuple(chosen) if chosen else None
 
 
@@ -47,7 +48,7 @@ def _filters(frame: pd.DataFrame | None) -> Filters:
     models = _multiselect("Model", unique("model"), "f_model")
     variants_ = _multiselect("Variant", unique("variant"), "f_variant")
     split_options = sorted(int(s) for s in frame["split"].dropna().unique())
-    splits_ = _multiselect("Split point", split_options, "f_split")
+    splits_ = _multiselect("Split point", split_options, "f_split", format_func=split_label)
     codecs = _multiselect("Codec", unique("codec"), "f_codec")
     qp = None
     qps = pd.to_numeric(frame["qp"], errors="coerce").dropna() if "qp" in frame else pd.Series(dtype=float)

@@ -1,7 +1,9 @@
 """Altair charts of the dashboard: pure functions of report DataFrames, usable without Streamlit.
 
 Each chart has a ``*_frame`` function that selects and shapes its data (tested on its
-numbers) and a ``*_chart`` function that draws that frame.
+numbers) and a ``*_chart`` function that draws that frame. Frames keep the numeric
+``split`` and add ``split_name`` (orchestrator.schema.split_label: ``input``, ``unsplit``,
+node indices); charts draw the name, in the numeric order.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Sequence
 import altair as alt
 import numpy as np
 import pandas as pd
+
+from orchestrator.schema import BASELINE_SPLIT, split_label, split_labels
 
 __all__ = [
     "METRICS",
@@ -27,6 +31,7 @@ __all__ = [
     "timing_frame",
     "timing_chart",
     "progress_chart",
+    "with_split_names",
 ]
 
 METRICS = {"ap": "AP", "ap50": "AP50", "ap75": "AP75"}
@@ -34,8 +39,24 @@ X_AXES = {"coded_bytes": "coded bytes per image (log)", "ratio": "compression ra
 GROUPINGS = ("split", "codec", "variant")
 STAGES = ("head_s", "encode_s", "decode_s", "tail_s")
 _STAGE_NAMES = {"head_s": "head", "encode_s": "encode", "decode_s": "decode", "tail_s": "tail"}
-_BASELINE_SPLIT = -1
+_BASELINE_SPLIT = BASELINE_SPLIT
 _BASELINE_CODEC = "none"
+
+
+def with_split_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``split_name`` column (the label a person reads) next to ``split``."""
+    out = frame.copy()
+    if "split" in out:
+        out["split_name"] = [split_label(s) for s in out["split"]]
+    return out
+
+
+def _split_channel(channel, frame: pd.DataFrame, *, title: str = "split point", **kwargs):
+    """An ordinal split axis: names in numeric order (input, unsplit, 0, 1, …)."""
+    return channel("split_name:O", title=title, sort=split_labels(frame["split"]) if len(frame) else None, **kwargs)
+
+
+_SPLIT_TIP = alt.Tooltip("split_name:N", title="split")
 
 
 def _numbers(df: pd.DataFrame, column: str) -> np.ndarray:
@@ -59,9 +80,10 @@ def curve_points(configs: pd.DataFrame, *, x: str = "coded_bytes", group: str = 
     out = pts[[c for c in columns if c in pts.columns]].copy()
     out["on_front"] = pts["front_bytes_ap"].fillna(False).astype(bool) if "front_bytes_ap" in pts.columns else False
     out["split"] = out["split"].astype("int64")
-    out["group"] = out[group].astype(str)
+    out = with_split_names(out)
+    out["group"] = out["split_name" if group == "split" else group].astype(str)
     out["curve"] = (
-        out["model"].astype(str) + " / " + out["variant"].astype(str) + " / split " + out["split"].astype(str)
+        out["model"].astype(str) + " / " + out["variant"].astype(str) + " / split " + out["split_name"]
         + " / " + out["codec"].astype(str)
     )  # fmt: skip
     return out.sort_values(["curve", x]).reset_index(drop=True)
@@ -87,7 +109,7 @@ def baseline_rules(configs: pd.DataFrame, *, metric: str = "ap") -> pd.DataFrame
 
 def _group_sort(points: pd.DataFrame, group: str) -> list[str]:
     if group == "split":
-        return [str(s) for s in sorted(points["split"].unique())]
+        return split_labels(points["split"])
     return sorted(points["group"].unique())
 
 
@@ -108,13 +130,14 @@ def rate_accuracy_chart(
     color = alt.Color("group:N", title=group, sort=_group_sort(points, group), scale=alt.Scale(scheme="tableau10"))
     # The other curve identity as the line's dash and the point's shape, so two curves of
     # one colour (two codecs at one split) stay apart.
-    other = "codec" if group != "codec" else "split"
-    dash = alt.StrokeDash(f"{other}:N", title=other)
-    shape = alt.Shape(f"{other}:N", title=other)
+    other = "codec" if group != "codec" else "split_name"
+    order = split_labels(points["split"]) if other == "split_name" and len(points) else None
+    dash = alt.StrokeDash(f"{other}:N", title=other.replace("_name", ""), sort=order)
+    shape = alt.Shape(f"{other}:N", title=other.replace("_name", ""), sort=order)
     tooltip = [
         alt.Tooltip("model:N"),
         alt.Tooltip("variant:N"),
-        alt.Tooltip("split:Q"),
+        _SPLIT_TIP,
         alt.Tooltip("label:N", title="setting"),
         alt.Tooltip("coded_bytes:Q", title="coded bytes", format=",.0f"),
         alt.Tooltip("bpp:Q", format=".4f"),
@@ -159,19 +182,19 @@ def heatmap_frame(configs: pd.DataFrame, *, codec: str = "nncodec", metric: str 
     out["qp"] = qp[keep].astype("int64")
     out["split"] = out["split"].astype("int64")
     out["value"] = _numbers(configs[keep], metric)
-    return out.sort_values(["model", "variant", "split", "qp"]).reset_index(drop=True)
+    return with_split_names(out.sort_values(["model", "variant", "split", "qp"]).reset_index(drop=True))
 
 
 def heatmap_chart(frame: pd.DataFrame, *, metric: str = "ap", title: str = "") -> alt.LayerChart:
     name = METRICS.get(metric, metric)
     base = alt.Chart(frame).encode(
         x=alt.X("qp:O", title="QP", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("split:O", title="split point"),
+        y=_split_channel(alt.Y, frame),
     )
     cells = base.mark_rect().encode(
         color=alt.Color("value:Q", title=name, scale=alt.Scale(scheme="viridis")),
         tooltip=[
-            alt.Tooltip("split:O"),
+            _SPLIT_TIP,
             alt.Tooltip("qp:O", title="QP"),
             alt.Tooltip("label:N", title="setting"),
             alt.Tooltip("value:Q", title=name, format=".2f"),
@@ -189,18 +212,18 @@ def raw_bytes_frame(configs: pd.DataFrame) -> pd.DataFrame:
     splits = configs[configs["split"] != _BASELINE_SPLIT]
     splits = splits.assign(raw_bytes=_numbers(splits, "raw_bytes"), split=splits["split"].astype("int64"))
     out = splits.groupby(["model", "variant", "split"], as_index=False, sort=True)["raw_bytes"].max()
-    return out[np.isfinite(out["raw_bytes"].to_numpy(dtype=np.float64))].reset_index(drop=True)
+    return with_split_names(out[np.isfinite(out["raw_bytes"].to_numpy(dtype=np.float64))].reset_index(drop=True))
 
 
 def raw_bytes_chart(frame: pd.DataFrame, *, title: str = "") -> alt.Chart:
     many = frame["variant"].nunique() > 1
     enc = dict(
-        x=alt.X("split:O", title="split point", axis=alt.Axis(labelAngle=0)),
+        x=_split_channel(alt.X, frame, axis=alt.Axis(labelAngle=0)),
         y=alt.Y("raw_bytes:Q", title="raw bytes per image (float32 cut tensors)"),
         tooltip=[
             alt.Tooltip("model:N"),
             alt.Tooltip("variant:N"),
-            alt.Tooltip("split:O"),
+            _SPLIT_TIP,
             alt.Tooltip("raw_bytes:Q", title="raw bytes", format=",.0f"),
         ],
     )
@@ -224,7 +247,7 @@ def timing_frame(configs: pd.DataFrame) -> pd.DataFrame:
     long["order"] = long["stage"].map({s: i for i, s in enumerate(STAGES)})
     long["stage"] = long["stage"].map(_STAGE_NAMES)
     long = long[np.isfinite(long["seconds"].to_numpy(dtype=np.float64))]
-    return long.sort_values(["model", "variant", "split", "order"]).reset_index(drop=True)
+    return with_split_names(long.sort_values(["model", "variant", "split", "order"]).reset_index(drop=True))
 
 
 def timing_chart(frame: pd.DataFrame, *, title: str = "") -> alt.Chart:
@@ -233,12 +256,12 @@ def timing_chart(frame: pd.DataFrame, *, title: str = "") -> alt.Chart:
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("split:O", title="split point (−1: unsplit)", axis=alt.Axis(labelAngle=0)),
+            x=_split_channel(alt.X, frame, axis=alt.Axis(labelAngle=0)),
             y=alt.Y("sum(seconds):Q", title="mean seconds per image", stack="zero"),
             color=alt.Color("stage:N", sort=stages, scale=alt.Scale(domain=stages)),
             order=alt.Order("order:Q"),
             tooltip=[
-                alt.Tooltip("split:O"),
+                _SPLIT_TIP,
                 alt.Tooltip("stage:N"),
                 alt.Tooltip("seconds:Q", format=".4f"),
             ],
@@ -251,17 +274,18 @@ def progress_chart(frame: pd.DataFrame, *, states: Sequence[str] = ("ok", "faile
     """Stacked tasks per split point by state; ``frame``: model, variant, split, state, tasks."""
     colors = {"ok": "#4c9a2a", "failed": "#d62728", "remaining": "#c7c7c7"}
     present = [s for s in states if s in set(frame["state"])]
+    frame = with_split_names(frame)
     return (
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("split:O", title="split point", axis=alt.Axis(labelAngle=0)),
+            x=_split_channel(alt.X, frame, axis=alt.Axis(labelAngle=0)),
             y=alt.Y("sum(tasks):Q", title="tasks"),
             color=alt.Color(
                 "state:N", sort=list(present), scale=alt.Scale(domain=list(present), range=[colors[s] for s in present])
             ),
             order=alt.Order("order:Q"),
-            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("variant:N"), alt.Tooltip("split:O"),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("variant:N"), _SPLIT_TIP,
                      alt.Tooltip("state:N"), alt.Tooltip("sum(tasks):Q", title="tasks")],
         )
         .properties(height=240)

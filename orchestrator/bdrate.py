@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import PchipInterpolator
 
+from orchestrator.schema import REMOTE_SPLIT
 from tasks.errors import ResultsError
 
 __all__ = [
@@ -65,7 +66,6 @@ MIN_POINTS = 4
 METHODS = ("pchip",)
 MONOTONIC = ("sort", "envelope", "isotonic")
 FITS = {"none": "sort", "monotonic": "isotonic", "envelope": "envelope"}  # CLI --fit → monotonic=
-REMOTE_SPLIT = -2  # tasks.remote.INPUT_SPLIT: remote inference, the picture coded
 REMOTE_PREFERENCE = ("hevc", "avif", "webp", "jpeg")  # the default remote anchor: the strongest codec stored
 BD_COLUMNS = (
     "model",

@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 
 from orchestrator.datasets import ImageRecord
 from orchestrator.results import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
-from orchestrator.schema import CONFIG_KEY, GROUND_TRUTH_FILE, REPORT_DIR, ROWS_DIR, SCHEMA_VERSION
+from orchestrator.schema import BASELINE_SPLIT, CONFIG_KEY, GROUND_TRUTH_FILE, REPORT_DIR, ROWS_DIR, SCHEMA_VERSION
 from tasks.codecs import label as codec_label
 from tasks.errors import ResultsError, SplitsweepError
 from tasks.metrics import CocoMetrics, GroundTruth, coco_metrics, matched_iou, reference_ground_truth
@@ -68,7 +68,6 @@ REPORT_FILE = "configs.parquet"
 # Bump when scoring changes meaning: stored scores of an older format are recomputed.
 REPORT_FORMAT = 3  # 2: ratio and saving against float32_bytes; 3: miou
 REFERENCE_VARIANT = "fp32"
-BASELINE_SPLIT = -1
 BASELINE_CODEC = "none"
 MIOU_THRESHOLD = 0.5  # miou's detection threshold in ground-truth evaluation (the reference default)
 

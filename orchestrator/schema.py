@@ -16,6 +16,11 @@ __all__ = [
     "SPEC_FILE",
     "GROUND_TRUTH_FILE",
     "VARIANTS_DIR",
+    "REMOTE_SPLIT",
+    "BASELINE_SPLIT",
+    "SPLIT_LABELS",
+    "split_label",
+    "split_labels",
 ]
 
 # Bump when a column changes meaning or type; part of every task id, and a results
@@ -73,6 +78,31 @@ ROW_SCHEMA = pa.schema(
     ],
     metadata={"splitsweep.schema_version": str(SCHEMA_VERSION)},
 )
+
+# The two splits that are not a node index. Stored as numbers (sortable, int32 like the
+# others); shown to a person by split_label, and sorted numerically: input, unsplit, 0, 1, …
+REMOTE_SPLIT = -2  # remote inference (tasks.remote.INPUT_SPLIT): the picture coded, the whole model on the server
+BASELINE_SPLIT = -1  # unsplit: the whole model on the uncoded picture
+SPLIT_LABELS = {REMOTE_SPLIT: "input", BASELINE_SPLIT: "unsplit"}
+
+
+def split_label(split: object) -> str:
+    """How a split reads wherever a person sees it (CLI tables, report, dashboard):
+    ``input`` for remote inference (a spec's ``splits: [input, …]``), ``unsplit`` for the
+    whole model on the uncoded image, else the node index. Parquet and CSV keep the number."""
+    try:
+        number = int(split)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return str(split)
+    if number != split and not isinstance(split, str):  # 3.5 is not a split
+        return str(split)
+    return SPLIT_LABELS.get(number, str(number))
+
+
+def split_labels(splits) -> list[str]:
+    """The labels of these splits in display order (numeric: input, unsplit, then node indices)."""
+    return [split_label(s) for s in sorted({int(s) for s in splits})]
+
 
 # Everything but the image: one point on a rate–accuracy curve.
 CONFIG_KEY = ("model", "variant", "split", "codec", "codec_params")

@@ -23,7 +23,7 @@ from orchestrator.bdrate import bd_rate
 from orchestrator.commands import dashboard as dashboard_command
 from orchestrator.commands.report import mpeg_columns
 from orchestrator.report import build_report, load_report
-from orchestrator.schema import META_FILE, SCHEMA_VERSION
+from orchestrator.schema import META_FILE, SCHEMA_VERSION, split_label
 from tasks.errors import ResultsError
 from tasks.rows import Detections
 from tests.fixtures_results import HEIGHT, KNOWN_AP, WIDTH, SynthConfig, make_detections, task_id, write_store
@@ -175,8 +175,10 @@ def test_table_equals_the_report_for_every_configuration(any_results):
     report = load_report(any_results)
     key = ["model", "variant", "split", "codec", "qp", "n_images"]
     table = frame_with(at, "ap").sort_values(key).reset_index(drop=True)
-    expected = report.sort_values(key).reset_index(drop=True)
+    # the table shows splits by label (input / unsplit / node index)
+    expected = report.assign(split=[split_label(s) for s in report["split"]]).sort_values(key).reset_index(drop=True)
     assert len(table) == len(expected) > 0
+    assert list(table["split"]) == list(expected["split"]) and "unsplit" in set(table["split"])
     for column in ("ap", "ap50", "coded_bytes", "raw_bytes", "n_images", "n_failed"):
         assert table[column].to_numpy(dtype=float, na_value=np.nan) == pytest.approx(
             expected[column].to_numpy(dtype=float, na_value=np.nan), nan_ok=True
@@ -275,11 +277,11 @@ def test_table_shows_the_report_values_and_downloads_them(results_dir, report):
     shown = table.set_index(["variant", "split", "label"])
     for qp, kind, size in NN3:
         row = row_of(report, 3, "nncodec", qp=qp)
-        assert shown.loc[("fp32", 3, f"nncodec qp={qp}"), "ap"] == pytest.approx(row["ap"])
+        assert shown.loc[("fp32", "3", f"nncodec qp={qp}"), "ap"] == pytest.approx(row["ap"])
         assert row["ap"] == pytest.approx(KNOWN_AP[kind][0], abs=1e-6)
-        assert shown.loc[("fp32", 3, f"nncodec qp={qp}"), "coded_bytes"] == size
-    assert shown.loc[("fp16", -1, "none"), "ap"] == pytest.approx(KNOWN_AP["drop_half"][0], abs=1e-6)
-    assert shown.loc[("fp32", 7, "nncodec qp=-30"), "n_failed"] == 1
+        assert shown.loc[("fp32", "3", f"nncodec qp={qp}"), "coded_bytes"] == size
+    assert shown.loc[("fp16", "unsplit", "none"), "ap"] == pytest.approx(KNOWN_AP["drop_half"][0], abs=1e-6)
+    assert shown.loc[("fp32", "7", "nncodec qp=-30"), "n_failed"] == 1
 
 
 def test_download_is_the_filtered_table_as_report_csv(results_dir, report):
@@ -310,7 +312,7 @@ def test_filters_keep_exactly_the_matching_rows(results_dir, report, state, expe
     want = report[expected(report)]
     assert len(table) == len(want) > 0
     assert sorted(zip(table["split"], table["codec"], table["ap"].round(6))) == sorted(
-        zip(want["split"], want["codec"], want["ap"].round(6))
+        zip(want["split"].map(split_label), want["codec"], want["ap"].round(6))
     )
 
 
@@ -370,12 +372,13 @@ def test_split_view_heatmap_bytes_and_timing(results_dir):
     heat = next(c for c in drawn if c["spec"]["layer"][0]["mark"]["type"] == "rect")
     cells = next(iter(heat["data"].values()))
     assert sorted(zip(cells["split"], cells["qp"])) == [(3, -30), (3, -26), (3, -22), (3, -18), (7, -30)]
+    assert heat["spec"]["layer"][0]["encoding"]["y"]["field"] == "split_name" and set(cells["split_name"]) == {"3", "7"}
     assert cells.set_index(["split", "qp"]).loc[(3, -22), "value"] == pytest.approx(KNOWN_AP["shift"][0], abs=1e-6)
     bars = next(c for c in drawn if c["spec"].get("mark", {}).get("type") == "bar" and "raw_bytes" in json.dumps(c["spec"]))
     raw = next(iter(bars["data"].values())).set_index("split")["raw_bytes"].to_dict()
     assert raw == {3: RAW3, 7: RAW7}
     timing = frame_with(at, "head")
-    assert timing.set_index("split").loc[3, ["head", "encode", "decode", "tail"]].tolist() == pytest.approx(
+    assert timing.set_index("split").loc["3", ["head", "encode", "decode", "tail"]].tolist() == pytest.approx(
         [0.010, 0.002, 0.001, 0.005]
     )
 
@@ -396,7 +399,7 @@ def test_timing_frame_is_per_stage_means():
 def test_bd_table_pareto_and_cheapest(results_dir):
     at = no_exception(app(results_dir, "BD-rate & Pareto"))
     bd = frame_with(at, "bd_rate")
-    row = bd[(bd["split"] == 3) & (bd["codec"] == "uniform")].iloc[0]
+    row = bd[(bd["split"] == "3") & (bd["codec"] == "uniform")].iloc[0]
     pixels = WIDTH * HEIGHT
     nn = [(8 * s / pixels, KNOWN_AP[k][0]) for _, k, s in NN3]
     uni = [(8 * s / pixels, KNOWN_AP[k][0]) for _, k, s in UNI3]
@@ -407,11 +410,11 @@ def test_bd_table_pareto_and_cheapest(results_dir):
     front = frame_with(at, "coded_bytes")
     assert front["label"].tolist() == ["uniform bits=2", "uniform bits=4", "nncodec qp=-30"]
     cheapest = frame_with(at, "ap_uncompressed")
-    assert cheapest[["split", "label", "coded_bytes"]].values.tolist() == [[7, "nncodec qp=-30", 90_000]]
+    assert cheapest[["split", "label", "coded_bytes"]].values.tolist() == [["7", "nncodec qp=-30", 90_000]]
 
     at.selectbox(key="bd_anchor").set_value("uniform").run()
     bd = frame_with(no_exception(at), "bd_rate")
-    row = bd[(bd["split"] == 3) & (bd["codec"] == "nncodec")].iloc[0]
+    row = bd[(bd["split"] == "3") & (bd["codec"] == "nncodec")].iloc[0]
     assert row["bd_rate"] == pytest.approx(
         bd_rate([r for r, _ in uni], [a for _, a in uni], [r for r, _ in nn], [a for _, a in nn]), rel=1e-6
     )
@@ -441,7 +444,7 @@ def test_drilldown_shows_detections_of_both_configurations(results_dir):
     at = no_exception(app(results_dir, "Image drill-down", drill_config=label))
     assert at.selectbox(key="drill_image").options == [str(i) for i in range(1, N_IMAGES + 1)]
     numbers = frame_with(at, "detections").set_index("configuration")
-    base = "toy / fp32 / split -1 / none (uncompressed)"
+    base = "toy / fp32 / split unsplit / none (uncompressed)"
     assert numbers.loc[base, "detections"] == 4 and numbers.loc[label, "detections"] == 2  # drop_half
     assert numbers.loc[label, "coded_bytes"] == 150_000 and numbers.loc[label, "raw_bytes"] == RAW3
     assert numbers.loc[label, "feature_psnr"] == pytest.approx(40.0 - 13)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from orchestrator.bdrate import REMOTE_SPLIT, bd_table
 from orchestrator.report import build_report
+from orchestrator.schema import split_label
 from orchestrator.spec import load_spec
 from tasks import detectors
 from tasks.codecs import build, setting
@@ -203,18 +204,79 @@ def test_dashboard_bd_view_measures_against_remote_inference(remote_sweep):
     table = build_report(out).table
     at = no_exception(app(out, "BD-rate & Pareto"))
     shown = frame_with(at, "bd_rate")
-    assert set(shown["anchor"]) == {"hevc"} and set(shown["anchor_split"]) == {REMOTE_SPLIT}
-    expected = bd_table(table).set_index(["split", "codec"])
+    assert set(shown["anchor"]) == {"hevc"} and set(shown["anchor_split"]) == {"input"}  # shown by label
+    expected = bd_table(table)
+    expected = expected.assign(split=[split_label(s) for s in expected["split"]]).set_index(["split", "codec"])
     for row in shown.itertuples():
         want = expected.loc[(row.split, row.codec)]
         assert row.bd_ap == pytest.approx(want["bd_ap"], nan_ok=True) and row.note == want["note"]
     at.radio(key="bd_metric").set_value("miou").run()
     miou = frame_with(no_exception(at), "bd_rate").set_index(["split", "codec"])
-    assert miou.loc[(3, "uniform"), "bd_rate"] == pytest.approx(
+    assert miou.loc[("3", "uniform"), "bd_rate"] == pytest.approx(
         bd_table(table, metric="miou").set_index(["split", "codec"]).loc[(3, "uniform"), "bd_rate"], nan_ok=True
     )
     at.selectbox(key="bd_anchor").set_value("float16").run()  # one point: refused, said so, no crash
     assert any("need at least 4" in w.value for w in no_exception(at).warning)
+
+
+def test_every_display_names_remote_inference_input_and_the_baseline_unsplit(remote_sweep, capsys):
+    """status, plan, report and every dashboard view show split −2 as `input` and −1 as
+    `unsplit`, in numeric order (input first); Parquet and the CSV keep the numbers."""
+    from orchestrator.cli import main
+    from tests.test_dashboard import app, no_exception, vega
+
+    _, spec, out, _, _ = remote_sweep
+
+    def split_cells(text: str) -> list[str]:
+        """The split column of the first table in `text` (rows that start with the model)."""
+        lines = text.splitlines()
+        header = next(i for i, ln in enumerate(lines) if ln.split()[:3] == ["model", "variant", "split"])
+        rows = []
+        for ln in lines[header + 1:]:
+            if not ln.startswith("tinydet"):
+                if rows:
+                    break
+                continue
+            rows.append(ln.split()[2])
+        return rows
+
+    for argv in (["status", str(out)], ["plan", str(spec)], ["report", str(out), "--csv", str(out.parent / "r.csv")]):
+        assert main(argv) == 0
+        text = capsys.readouterr().out
+        cells = split_cells(text)
+        assert "-2" not in cells and "-1" not in cells, argv
+        assert cells[0] == "input" and "unsplit" in cells and "3" in cells, argv
+        firsts = list(dict.fromkeys(cells))
+        assert firsts == ["input", "unsplit", "3"], (argv, firsts)  # numeric order, each split together
+    bd = [ln for ln in text.splitlines() if ln.startswith("tinydet") and " jpeg " in ln]
+    assert bd and all(ln.split()[2] == "input" for ln in bd)
+    assert set(pd.read_csv(out.parent / "r.csv")["split"]) == {-2, -1, 3}  # CSV keeps the numbers
+    assert set(pq.read_table(out / "rows", columns=["split"]).to_pandas()["split"]) == {-2, -1, 3}
+
+    # dashboard: tables show labels, charts draw split_name in numeric order
+    at = no_exception(app(out, "Table"))
+    table = next(d.value for d in at.dataframe if "ap" in d.value.columns)
+    assert list(dict.fromkeys(table["split"])) == ["input", "unsplit", "3"]
+    at = no_exception(app(out, "Rate–accuracy"))
+    points = next(f for c in vega(at) for f in c["data"].values() if "curve" in f.columns)
+    assert {"input", "3"} <= set(points["split_name"]) and not points["curve"].str.contains("split -2").any()
+    assert points.loc[points["split"] == REMOTE_SPLIT, "group"].eq("input").all()
+    at = no_exception(app(out, "Split points"))
+    axes = [c for c in vega(at) if c["spec"].get("encoding", {}).get("x", {}).get("field") == "split_name"]
+    assert axes and all(c["spec"]["encoding"]["x"]["sort"][0] == "input" for c in axes)
+    at = no_exception(app(out, "Overview"))
+    progress = next(c for c in vega(at) if '"state"' in json.dumps(c["spec"]))
+    assert progress["spec"]["encoding"]["x"]["sort"] == ["input", "unsplit", "3"]
+    plan = next(d.value for d in at.dataframe if "remaining" in d.value.columns)
+    assert "input" in set(plan["split"]) and "unsplit" in set(plan["split"])
+    at = no_exception(app(out, "BD-rate & Pareto"))
+    bd_shown = next(d.value for d in at.dataframe if "bd_rate" in d.value.columns)
+    assert "input" in set(bd_shown["split"]) and -2 not in set(bd_shown["split"])
+    at = no_exception(app(out, "Image drill-down"))
+    names = at.selectbox(key="drill_config").options
+    assert any(" / split input / jpeg " in n for n in names) and any(" / split unsplit / none" in n for n in names)
+    assert not any("split -" in n for n in names)
+    assert "input" in app(out, "Table").sidebar.multiselect(key="f_split").options[0]
 
 
 def test_codec_kinds_never_cross_splits_in_a_unit():

@@ -8,10 +8,11 @@ import pandas as pd
 import streamlit as st
 
 from orchestrator.results import StoreMeta
+from orchestrator.schema import split_label
 
 from ..data import Filters, Note
 
-__all__ = ["ViewContext", "show_notes", "no_configs"]
+__all__ = ["ViewContext", "show_notes", "no_configs", "split_names"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +37,16 @@ def show_notes(notes) -> None:
         if not isinstance(note, Note):
             continue
         {"error": st.error, "warning": st.warning}.get(note.level, st.info)(note.text)
+
+
+def split_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table as a person reads it: ``split`` (and ``anchor_split``) as ``input`` /
+    ``unsplit`` / node index, rows kept in their (numeric) order. Downloads keep numbers."""
+    out = frame.copy()
+    for column in ("split", "anchor_split"):
+        if column in out:
+            out[column] = [split_label(s) for s in out[column]]
+    return out
 
 
 def no_configs(ctx: ViewContext) -> bool:

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
+from orchestrator.schema import split_label
 from tasks.rows import Detections
 
 from ..data import (
@@ -32,7 +33,7 @@ DET_COLOR = (230, 30, 30)
 
 
 def config_name(model: str, variant: str, split: int, label: str) -> str:
-    return f"{model} / {variant} / split {int(split)} / {label}"
+    return f"{model} / {variant} / split {split_label(split)} / {label}"
 
 
 def draw_boxes(

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
+from orchestrator.schema import split_label
+
 from .. import charts
 from ..data import Filters, Progress, apply_filters, load_progress, results_version
-from . import ViewContext, show_notes
+from . import ViewContext, show_notes, split_names
 
 __all__ = ["TITLE", "ProgressSummary", "summarize", "render"]
 
@@ -68,7 +70,7 @@ def summarize(progress: Progress, filters: Filters, *, now: pd.Timestamp, window
         described = failed_rows.assign(
             error=failed_rows["error"].astype(object).fillna("(no message)"),
             configuration=failed_rows["model"].astype(str) + " / " + failed_rows["variant"].astype(str)
-            + " / split " + failed_rows["split"].astype(str) + " / " + failed_rows["codec"].astype(str),
+            + " / split " + failed_rows["split"].map(split_label) + " / " + failed_rows["codec"].astype(str),
         )  # fmt: skip
         errors = (
             described.groupby("error", sort=False)
@@ -127,7 +129,7 @@ def _draw(ctx: ViewContext, progress: Progress) -> None:
     if progress.plan is not None:
         with st.expander("Progress per configuration"):
             plan = apply_filters(progress.plan, ctx.filters)
-            st.dataframe(plan, hide_index=True, width="stretch")
+            st.dataframe(split_names(plan), hide_index=True, width="stretch")
 
 
 def render(ctx: ViewContext) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from .. import charts
-from . import ViewContext, no_configs
+from . import ViewContext, no_configs, split_names
 
 __all__ = ["TITLE", "render"]
 
@@ -52,7 +52,7 @@ def render(ctx: ViewContext) -> None:
         st.altair_chart(charts.timing_chart(part, title=f"{model} {variant}: mean seconds per image"), width="stretch")
     with st.expander("Timing table"):
         st.dataframe(
-            timing.pivot_table(index=["model", "variant", "split"], columns="stage", values="seconds").reset_index(),
+            split_names(timing.pivot_table(index=["model", "variant", "split"], columns="stage", values="seconds").reset_index()),
             hide_index=True,
             key="timing_table",
         )

@@ -6,7 +6,7 @@ import streamlit as st
 
 from orchestrator.commands.report import mpeg_columns
 
-from . import ViewContext, no_configs
+from . import ViewContext, no_configs, split_names
 
 __all__ = ["TITLE", "TABLE_COLUMNS", "csv_bytes", "render"]
 
@@ -30,7 +30,7 @@ def render(ctx: ViewContext) -> None:
     shown = ctx.shown
     st.caption(f"{len(shown)} of {len(ctx.configs)} configurations. AP columns in AP points (0–100); bytes per image.")
     st.dataframe(
-        shown[[c for c in TABLE_COLUMNS if c in shown.columns]],
+        split_names(shown[[c for c in TABLE_COLUMNS if c in shown.columns]]),
         hide_index=True,
         width="stretch",
         key="config_table",

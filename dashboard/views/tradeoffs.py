@@ -9,7 +9,7 @@ from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table, default_anchor
 from orchestrator.pareto import cheapest_within
 from tasks.errors import ResultsError
 
-from . import ViewContext, no_configs
+from . import ViewContext, no_configs, split_names
 
 __all__ = ["TITLE", "render", "FRONT_COLUMNS", "ctx_metric"]
 
@@ -52,10 +52,10 @@ def render(ctx: ViewContext) -> None:
             against = f"remote inference with {anchor} (the image coded, the whole model on the server)" if remote else anchor
             st.caption(
                 f"Against {against}. Negative BD-rate: fewer bytes for the same {metric} (percent); BD-{metric}: "
-                f"points gained at the same rate. Split -2 is remote inference. At least 4 points per curve."
+                f"points gained at the same rate. Split input is remote inference. At least 4 points per curve."
             )
             st.dataframe(
-                table,
+                split_names(table),
                 hide_index=True,
                 width="stretch",
                 key="bd_table",
@@ -71,7 +71,8 @@ def render(ctx: ViewContext) -> None:
         st.info("No configuration on a front (the front needs split configurations with an AP).")
     else:
         front = front.sort_values(["model", "coded_bytes"])
-        st.dataframe(front[[c for c in FRONT_COLUMNS if c in front]], hide_index=True, width="stretch", key="front_table")
+        st.dataframe(split_names(front[[c for c in FRONT_COLUMNS if c in front]]), hide_index=True, width="stretch",
+                     key="front_table")
 
     st.subheader("Cheapest configuration within an AP budget")
     points = st.number_input(
@@ -82,7 +83,7 @@ def render(ctx: ViewContext) -> None:
         st.info(f"No filtered configuration is within {points:g} AP points of its uncompressed AP.")
     else:
         columns = ["model", "variant", "split", "codec", "label", "coded_bytes", "ap", "ap_uncompressed", "delta_ap"]
-        st.dataframe(pd.DataFrame(cheapest[columns]), hide_index=True, width="stretch", key="cheapest_table")
+        st.dataframe(split_names(pd.DataFrame(cheapest[columns])), hide_index=True, width="stretch", key="cheapest_table")
 
 
 def ctx_metric(ctx: ViewContext, metrics: list[str]) -> str:

@@ -87,7 +87,7 @@ def summary_table(out, table) -> None:
             ("saving", "saving", fmt_pct),
         ],
     )
-    out.write("mAP: COCO AP@[.5:.95] in points; ΔmAP against the unsplit model (split -1); split input: remote "
+    out.write("mAP: COCO AP@[.5:.95] in points; ΔmAP against the unsplit model (split unsplit: the whole model on the uncoded image); split input: remote "
               "inference (the image at the model's input size coded, the whole model on the server); coded: mean KB "
               "per image crossing the cut (the image bitstream at input); ratio: float32 bytes / coded bytes\n")
 

@@ -15,6 +15,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from orchestrator.plan import build_plan
+    from orchestrator.schema import split_label
     from orchestrator.spec import load_spec
     from orchestrator.store import ResultsStore
     from orchestrator.table import format_table
@@ -32,7 +33,7 @@ def run(args) -> int:
         by[(t.model, t.variant, t.split, t.setting.label, status.get(t.task_id, "remaining"))] += 1
     keys = sorted({k[:4] for k in by})
     for k in keys:
-        rows.append({"model": k[0], "variant": k[1], "split": k[2], "codec": k[3],
+        rows.append({"model": k[0], "variant": k[1], "split": split_label(k[2]), "codec": k[3],
                      "tasks": sum(by[k + (s,)] for s in ("ok", "failed", "remaining")),
                      "ok": by[k + ("ok",)], "failed": by[k + ("failed",)], "remaining": by[k + ("remaining",)]})
     print(format_table(rows, ["model", "variant", "split", "codec", "tasks", "ok", "failed", "remaining"]))

@@ -16,6 +16,7 @@ from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table
 from orchestrator.pareto import cheapest_within, report_fronts
 from orchestrator.report import build_report
 from orchestrator.results import open_results
+from orchestrator.schema import split_label
 from orchestrator.table import fmt_float as _fmt
 from orchestrator.table import fmt_pct as _pct
 from orchestrator.table import render_columns as _render
@@ -200,13 +201,9 @@ def bd_for(
 
 
 def fmt_split(value: Any) -> str:
-    """Split column cells: ``input`` for remote inference (stored as −2), else the node index."""
-    try:
-        if int(value) == REMOTE_SPLIT:
-            return "input"
-    except (TypeError, ValueError):
-        return str(value)
-    return _fmt(0)(value)
+    """Split column cells: ``input`` for remote inference (stored as −2), ``unsplit`` for
+    the whole model (−1), else the node index (orchestrator.schema.split_label)."""
+    return split_label(value)
 
 
 METRIC_NAMES = {"ap": "AP", "ap50": "AP50", "ap75": "AP75", "miou": "mIoU"}
@@ -303,7 +300,7 @@ def _print_tables(
                 [
                     ("model", "model", text),
                     ("variant", "variant", text),
-                    ("split", "split", integer),
+                    ("split", "split", fmt_split),
                     ("codec", "codec", text),
                     ("setting", "setting", text),
                     ("bytes", "coded_bytes", integer),

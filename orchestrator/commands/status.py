@@ -12,12 +12,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from orchestrator.schema import split_label
     from orchestrator.status import sweep_status
     from orchestrator.table import format_table
 
     status = sweep_status(args.results)
     cols = ["model", "variant", "split", "codec", "tasks", "ok", "failed", "remaining"]
-    print(format_table(status.rows, cols))
+    # rows come sorted by the numeric split (input, unsplit, node indices); shown by label
+    print(format_table([{**r, "split": split_label(r["split"])} for r in status.rows], cols))
     t = status.totals
     print(f"\n{t['ok']} ok, {t['failed']} failed, {t['remaining']} remaining of {t['tasks']} tasks"
           + (f"; last row {status.last_finished}" if status.last_finished else ""))
