@@ -309,15 +309,21 @@ def bd_table(
     (model, variant, split) against ``anchor``, over the family's settings (its QPs, bits…).
 
     ``report`` is the configuration table of :func:`orchestrator.report.build_report`;
-    ``rate`` is ``bpp`` or ``coded_bytes``. The default anchor is remote inference (see the
+    ``rate`` is ``bpp``, ``coded_bytes`` or, for a video sweep, ``kbps``
+    (report.with_kbps). When every image has one size (a video's frames) the three give
+    the same BD-rate: each is the bytes times a constant, which shifts log-rate by the
+    same amount on both curves and cancels in the Bjøntegaard difference. The default anchor is remote inference (see the
     module docstring); ``anchor_split`` says which curve was the anchor (−2: remote
     inference, else the same split). An anchor without MIN_POINTS distinct rates is refused
     (ResultsError); pairs that still cannot be compared get NaN and a ``note`` saying why
     (too few points, no overlap, no anchor for this model).
     """
-    rate_columns = ("bpp", "coded_bytes")
+    rate_columns = ("bpp", "coded_bytes", "kbps")
     if rate not in rate_columns:
         raise ResultsError(f"unknown rate column {rate!r}", key="rate", allowed=rate_columns)
+    if rate not in report.columns:
+        raise ResultsError(f"no {rate} column: kbps needs a video dataset with a frame rate", key="rate",
+                           allowed=[c for c in rate_columns if c in report.columns])
     if metric not in report.columns:
         raise ResultsError(f"unknown metric column {metric!r}", key="metric", allowed=["ap", "ap50", "ap75", "miou"])
     if monotonic not in MONOTONIC:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -80,6 +81,10 @@ class Dataset(ABC):
 
     def _content_hash(self, record: ImageRecord) -> str:
         return hashlib.sha256(self.image_bytes(record)).hexdigest()[:32]
+
+    def frame_rate(self) -> float | None:
+        """Frames per second of a video dataset (what kbps is counted at); None for stills."""
+        return None
 
     def problems(self) -> list[tuple[str, str]]:
         """(file, reason) of images that will fail to decode, as far as a header check finds
@@ -406,6 +411,19 @@ class VideoDataset(Dataset):
             raise DataError(f"cannot decode frame {frame}", file=str(self.path))
         self._next_frame += 1
         return encode_png(bgr[:, :, ::-1])
+
+    def frame_rate(self) -> float | None:
+        """The container's frame rate (OpenCV ``CAP_PROP_FPS``); None where it gives none."""
+        import cv2
+
+        if "_fps" not in self.__dict__:
+            capture = self._open()
+            try:
+                fps = float(capture.get(cv2.CAP_PROP_FPS))
+            finally:
+                capture.release()
+            self._fps = fps if math.isfinite(fps) and fps > 0 else None
+        return self._fps
 
     def content_hash(self, record: ImageRecord) -> str:
         self.records()  # the scan hashes every kept frame

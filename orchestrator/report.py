@@ -62,7 +62,7 @@ from tasks.errors import ResultsError, SplitsweepError
 from tasks.metrics import CocoMetrics, GroundTruth, coco_metrics, matched_iou, reference_ground_truth
 from tasks.rows import CodecSetting, Detections
 
-__all__ = ["REPORT_FILE", "REPORT_COLUMNS", "ReportResult", "ReportWarning", "build_report", "load_report"]
+__all__ = ["REPORT_FILE", "REPORT_COLUMNS", "ReportResult", "ReportWarning", "build_report", "load_report", "with_kbps"]
 
 REPORT_FILE = "configs.parquet"
 # Bump when scoring changes meaning: stored scores of an older format are recomputed.
@@ -523,6 +523,18 @@ def _params_order(codec_params: str) -> tuple[tuple[str, int, float, str], ...]:
         (k, 0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (k, 1, 0.0, str(v))
         for k, v in sorted(params.items())
     )
+
+
+def with_kbps(table: pd.DataFrame, frame_rate: float | None) -> pd.DataFrame:
+    """``table`` with a ``kbps`` column for a video sweep: the mean coded bytes per frame
+    sent at the video's frame rate, 8 · coded_bytes · fps / 1000 (every frame coded as the
+    sampled ones are). Unchanged for stills (``frame_rate`` None)."""
+    if frame_rate is None or "coded_bytes" not in table:
+        return table
+    out = table.copy()
+    kbps = 8.0 * pd.to_numeric(out["coded_bytes"], errors="coerce") * float(frame_rate) / 1000.0
+    out.insert(out.columns.get_loc("bpp") + 1 if "bpp" in out else len(out.columns), "kbps", kbps)
+    return out
 
 
 def load_report(results_dir: str | os.PathLike[str]) -> pd.DataFrame:

@@ -53,6 +53,7 @@ class StoreMeta:
     created_at: str
     evaluation: str = "ground-truth"
     reference_score_threshold: float | None = None
+    frame_rate: float | None = None  # video datasets: frames per second (kbps = 8 · bytes per frame · fps / 1000)
 
     @classmethod
     def parse(cls, raw: Any, *, file: str) -> StoreMeta:
@@ -75,7 +76,14 @@ class StoreMeta:
             created_at=str(raw.get("created_at", "")),
             evaluation=evaluation,
             reference_score_threshold=float(threshold) if evaluation == "reference" else None,
+            frame_rate=_frame_rate(raw.get("frame_rate")),
         )
+
+
+def _frame_rate(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
+        return float(value)
+    return None
 
 
 @dataclass(frozen=True)

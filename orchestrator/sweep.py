@@ -92,6 +92,8 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
             # resolved paths: what the dashboard opens for image drill-down
             "dataset": spec.dataset.config(spec.resolve),
             "spec_file": str(Path(spec.file).resolve()) if spec.file else None,
+            # video: the frame rate (CAP_PROP_FPS) the report's kbps are counted at
+            "frame_rate": plan.dataset.frame_rate(),
         },
         out=out,
     )

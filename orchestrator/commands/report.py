@@ -14,7 +14,7 @@ import pandas as pd
 
 from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table
 from orchestrator.pareto import cheapest_within, report_fronts
-from orchestrator.report import build_report
+from orchestrator.report import build_report, with_kbps
 from orchestrator.results import open_results
 from orchestrator.schema import split_label
 from orchestrator.table import fmt_float as _fmt
@@ -39,6 +39,7 @@ MPEG_COLUMNS: dict[str, str] = {
     "qp": "qp",
     "coded_bytes": "bytes",
     "bpp": "bpp",
+    "kbps": "kbps",  # video sweeps only: at the video's frame rate
     "ratio": "ratio",
     "ap": "AP",
     "ap50": "AP50",
@@ -96,7 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", choices=("table", "csv", "json"), default="table", help="what to print (default: table)"
     )
     parser.add_argument(
-        "--rate", choices=("bpp", "coded_bytes"), default="bpp", help="rate axis of the BD-rates (default: bpp)"
+        "--rate", choices=("bpp", "coded_bytes", "kbps"), default="bpp",
+        help="rate axis of the BD-rates (default: bpp; kbps for video sweeps, at the video's frame rate: the same "
+             "BD-rate as bpp when all frames share one size)"
     )
     parser.add_argument(
         "--within",
@@ -139,9 +142,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"splitsweep: warning: {w.message}", file=sys.stderr)
     if scope is not None and scope.line():
         print(f"splitsweep: {scope.line()}", file=sys.stderr)
-    table = report_fronts(result.table)
+    frame_rate = open_results(args.results).meta.frame_rate
+    table = with_kbps(report_fronts(result.table), frame_rate)
     metric = args.metric or default_metric(args.results)
     bd, reason = bd_for(table, anchor=args.anchor, rate=args.rate, metric=metric, fit=args.fit)
+    bd = with_kbps_range(bd, table)
     cheapest = None if args.within is None else cheapest_within(table, points=args.within)
     if args.csv is not None:
         try:
@@ -182,6 +187,19 @@ def run(args: argparse.Namespace) -> int:
 def default_metric(results: str) -> str:
     """``ap``; ``miou`` for a store scored in reference evaluation (AP saturates at 100 there)."""
     return "miou" if open_results(results).meta.evaluation == "reference" else "ap"
+
+
+def with_kbps_range(bd: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Video sweeps: each BD row's curve as rates in kbps (``kbps_low``–``kbps_high`` over
+    the codec's settings at that split). The BD-rate itself is the same in kbps as in bpp
+    when all frames share one size: the two differ by a constant factor."""
+    if bd.empty or "kbps" not in table:
+        return bd
+    key = ["model", "variant", "split", "codec"]
+    ranges = table.groupby(key, as_index=False)["kbps"].agg(kbps_low="min", kbps_high="max")
+    out = bd.merge(ranges, on=key, how="left")
+    return out[[*bd.columns[: bd.columns.get_loc("bd_rate")], "kbps_low", "kbps_high",
+                *bd.columns[bd.columns.get_loc("bd_rate"):]]]
 
 
 def bd_for(
@@ -264,6 +282,7 @@ def _print_tables(
             ("dAP", "delta_ap", _fmt(2)),
             ("bytes", "coded_bytes", integer),
             ("bpp", "bpp", _fmt(4)),
+            *([("kbps", "kbps", _fmt(1))] if "kbps" in table else []),
             ("ratio", "ratio", _fmt(1)),
             ("saving", "saving", _pct),
             ("PSNR", "feature_psnr", _fmt(1)),
@@ -274,6 +293,11 @@ def _print_tables(
         out.write(f"\nNo BD-rates: {reason or 'nothing to compare'}\n")
     else:
         out.write("\n" + bd_title(bd, rate=rate, metric=metric, fit=fit) + "\n")
+        if "kbps_low" in bd:
+            bd = bd.assign(kbps_range=[f"{lo:,.1f}-{hi:,.1f}" if pd.notna(lo) else "-"
+                                       for lo, hi in zip(bd["kbps_low"], bd["kbps_high"])])
+            out.write("kbps: the curve's rates at the video's frame rate; its BD-rate in kbps equals the one in bpp "
+                      "(all frames share one size)\n")
         _render(
             out,
             bd,
@@ -283,6 +307,7 @@ def _print_tables(
                 ("split", "split", fmt_split),
                 ("codec", "codec", text),
                 ("points", "points", integer),
+                *([("kbps", "kbps_range", text)] if "kbps_low" in bd else []),
                 ("BD-rate%", "bd_rate", _fmt(2)),
                 (f"BD-{METRIC_NAMES[metric]}", "bd_ap", _fmt(2)),
                 ("monotonic", "monotonic", lambda v: "yes" if v else "no"),
