@@ -86,7 +86,8 @@ class SweepWorker:
             data = payload.source if isinstance(payload.source, (bytes, bytearray)) else self._fetch(payload.source)
             splits = tuple(_variant_split(payload, s) for s in payload.splits if _variant_split(payload, s) is not None)
             runner = SplitRunner(
-                bytes(data), splits, threads=self.threads, input_shapes=payload.input_shapes, optimization=self.optimization
+                bytes(data), splits, threads=self.threads, input_shapes=payload.input_shapes,
+                optimization=self.optimization, skip_invalid=True,
             )
             adapter = detectors.adapter(payload.adapter, dict(payload.adapter_settings))
             self._models[payload.key] = (runner, adapter, payload)
@@ -113,17 +114,16 @@ class SweepWorker:
                 height, width = rgb.shape[:2]
                 head = run_head(runner, adapter, rgb)
                 self._head = (key, head, width, height)
-            runnable = [t for t in unit.tasks if t.split == NO_SPLIT or _variant_split(payload, t.split) is not None]
+            runnable = [
+                t for t in unit.tasks
+                if t.split == NO_SPLIT or _variant_split(payload, t.split) not in (None, *runner.invalid)
+            ]
             done = run_tasks(
                 runner, adapter, head,
                 [(t.split if t.split == NO_SPLIT else _variant_split(payload, t.split), t.setting) for t in runnable],
             )
             by_id = {t.task_id: o for t, o in zip(runnable, done)}
-            outcomes = [
-                by_id.get(t.task_id)
-                or TaskOutcome(t.split, t.setting, None, None, f"split {t.split} has no counterpart in variant {payload.variant!r}")
-                for t in unit.tasks
-            ]
+            outcomes = [by_id.get(t.task_id) or _no_counterpart(t, payload, runner) for t in unit.tasks]
         except Exception as exc:  # noqa: BLE001 - the unit's rows carry the error
             return failed_rows(unit, payload, describe_error(exc), worker=self.name)
         now = dt.datetime.now(dt.timezone.utc)
@@ -159,6 +159,15 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc
+
+
+def _no_counterpart(task: UnitTask, payload: ModelPayload, runner: SplitRunner) -> TaskOutcome:
+    mapped = _variant_split(payload, task.split)
+    if mapped is None:
+        why = f"split {task.split} has no counterpart in variant {payload.variant!r}"
+    else:
+        why = f"split {task.split} (node {mapped} of variant {payload.variant!r}): {describe_error(runner.invalid[mapped])}"
+    return TaskOutcome(task.split, task.setting, None, None, why)
 
 
 def _variant_split(payload: ModelPayload, split: int) -> int | None:

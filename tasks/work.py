@@ -15,7 +15,7 @@ from .codecs import Codec, build
 from .errors import SplitsweepError
 from .rows import CodecSetting, Detections, TaskResult
 
-__all__ = ["HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "float_range", "NO_SPLIT"]
+__all__ = ["HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "float_range", "float32_bytes", "NO_SPLIT"]
 
 NO_SPLIT = -1  # the unsplit, uncompressed model: the baseline of every (model, variant)
 
@@ -130,7 +130,7 @@ def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetti
         split=split,
         setting=setting,
         raw_bytes=int(sum(a.nbytes for a in tensors.values())),
-        float32_bytes=int(sum(4 * a.size for a in tensors.values())),
+        float32_bytes=float32_bytes(tensors),
         coded_bytes=len(data),
         side_bytes=int(sum(a.nbytes for a in side.values())),
         feature_mse=mse,
@@ -159,9 +159,11 @@ def distortion(
     """
     sq, count = 0.0, 0
     for name, ref in original.items():
-        if not np.issubdtype(ref.dtype, np.floating):
+        ref = np.asarray(ref)
+        if not np.issubdtype(ref.dtype, np.floating) or ref.size == 0:
             continue
-        diff = np.subtract(decoded[name], ref, dtype=np.float32)
+        # 1-d views: on 0-d arrays numpy's ufuncs return scalars, which cannot take out=
+        diff = np.subtract(np.asarray(decoded[name]).reshape(-1), ref.reshape(-1), dtype=np.float32)
         np.square(diff, out=diff)
         sq += float(diff.sum(dtype=np.float64))
         count += ref.size
@@ -173,6 +175,14 @@ def distortion(
     lo, hi = value_range if value_range is not None else float_range(original)
     peak = hi - lo if hi > lo else 1.0
     return mse, 10.0 * math.log10(peak * peak / mse)
+
+
+def float32_bytes(tensors: Mapping[str, np.ndarray]) -> int:
+    """The cut at float32 precision: float elements at 4 bytes, other tensors (int64 indices,
+    bool masks, shape scalars) at their real size, since no codec ever narrows them."""
+    return int(
+        sum(4 * a.size if np.issubdtype(a.dtype, np.floating) else a.nbytes for a in tensors.values())
+    )
 
 
 def float_range(tensors: Mapping[str, np.ndarray]) -> tuple[float, float]:
