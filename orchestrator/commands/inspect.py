@@ -133,7 +133,8 @@ def suggest(points: list[SplitPoint], head_macs: list[int] | None, *, max_maps: 
         left = plateaus[i - 1][0].data_bytes if i else None
         right = plateaus[i + 1][0].data_bytes if i + 1 < len(plateaus) else None
         if (left is None or size < left) and (right is None or size < right):
-            picks.append(run[-1])
+            computing = [p for p in run if p.op_type != "Constant"]  # exporters emit Constants by the hundred
+            picks.append((computing or run)[-1])
     picks = sorted(sorted(picks, key=lambda p: p.data_bytes)[:limit], key=lambda p: p.split)
     return [Suggestion(p, head_macs[p.split] if head_macs else None) for p in picks]
 
