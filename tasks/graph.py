@@ -13,6 +13,7 @@ import onnx
 from onnx import shape_inference
 
 from .errors import ModelError, SplitError, nearest
+from .tensorkinds import SHAPE_TENSOR_ELEMENTS
 
 __all__ = ["Cut", "SplitGraph", "SplitPoint", "TensorInfo", "load_model", "format_ranges"]
 
@@ -80,7 +81,10 @@ class TensorInfo:
 
         Float tensors of rank >= 2, or with more than 64 elements; an unknown rank counts as
         data when the type is float. int / bool tensors (shapes, indices, masks) and float
-        scalars or short float vectors (scale factors, image sizes) are shape tensors.
+        scalars or short float vectors (scale factors, image sizes) are shape tensors, which
+        every codec passes bit-exactly (the rule of tasks.tensorkinds.is_feature_map; a 1-d
+        float tensor of unknown length counts as data here and is decided by its real size
+        when coded).
         """
         if self.dtype is None or not self.dtype.startswith(("float", "bfloat")):
             return False
@@ -88,7 +92,7 @@ class TensorInfo:
             return False
         if self.shape is None or len(self.shape) >= 2:
             return True
-        return not self.is_static or int(np.prod(self.shape, dtype=np.int64)) > 64
+        return not self.is_static or int(np.prod(self.shape, dtype=np.int64)) > SHAPE_TENSOR_ELEMENTS
 
     def describe(self) -> str:
         """``float32[1,64,32,32]``; ``?`` for an unknown dimension, ``...`` for an unknown rank."""

@@ -14,6 +14,7 @@ import numpy as np
 from .codecs import Codec, build
 from .errors import SplitsweepError
 from .rows import CodecSetting, Detections, TaskResult
+from .tensorkinds import is_feature_map
 
 __all__ = ["HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "float_range", "float32_bytes", "NO_SPLIT"]
 
@@ -150,7 +151,11 @@ def distortion(
     *,
     value_range: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
-    """MSE over every float element of the cut, and PSNR against the cut's value range.
+    """MSE over every element of the cut's feature maps, and PSNR against their value range.
+
+    Shape tensors (ints, bools, float scalars and short float vectors, empty tensors; see
+    tasks.tensorkinds) cross every codec bit-exactly and are left out; a cut of shape
+    tensors only gives (0, inf).
 
     PSNR's peak is (max − min) of the original float tensors, because activations have no
     fixed range the way 8-bit pixels do; a lossless round trip gives (0, inf). Differences
@@ -160,7 +165,7 @@ def distortion(
     sq, count = 0.0, 0
     for name, ref in original.items():
         ref = np.asarray(ref)
-        if not np.issubdtype(ref.dtype, np.floating) or ref.size == 0:
+        if not is_feature_map(ref):
             continue
         # 1-d views: on 0-d arrays numpy's ufuncs return scalars, which cannot take out=
         diff = np.subtract(np.asarray(decoded[name]).reshape(-1), ref.reshape(-1), dtype=np.float32)
@@ -186,9 +191,9 @@ def float32_bytes(tensors: Mapping[str, np.ndarray]) -> int:
 
 
 def float_range(tensors: Mapping[str, np.ndarray]) -> tuple[float, float]:
-    """(min, max) over the float tensors' elements."""
+    """(min, max) over the feature maps' elements."""
     lo, hi = math.inf, -math.inf
     for ref in tensors.values():
-        if np.issubdtype(ref.dtype, np.floating) and ref.size:
+        if is_feature_map(ref):
             lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
     return lo, hi

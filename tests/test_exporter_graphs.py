@@ -12,10 +12,12 @@ import pytest
 from orchestrator.cli import main
 from orchestrator.variants import map_split_points
 from tasks import codecs, detectors, variants
+from tasks.codecs.container import header_size
 from tasks.cutsizes import measure_into, sample_feeds
 from tasks.errors import ModelError, SplitError
 from tasks.graph import SplitGraph
 from tasks.runtime import SplitRunner, make_session
+from tasks.tensorkinds import is_feature_map
 from tasks.work import NO_SPLIT, distortion, run_head, run_tasks
 from tests.exporter_graphs import ADAPTER, exporter_detector
 from tests.tinydet import photo
@@ -82,10 +84,36 @@ def test_every_split_every_codec_no_failed_task_and_none_is_exact(model, adapter
 
 
 def test_distortion_of_scalars_and_empty_tensors():
-    a = {"s": np.array(2.0, np.float32), "e": np.zeros((1, 0, 3), np.float32), "i": np.array(5, np.int64)}
-    b = {"s": np.array(2.5, np.float32), "e": np.zeros((1, 0, 3), np.float32), "i": np.array(5, np.int64)}
-    assert distortion(a, b, value_range=(0.0, 4.0)) == (0.25, pytest.approx(10 * math.log10(16 / 0.25)))
+    # over the feature maps only: the scalar, the empty and the int tensor are shape tensors
+    a = {"m": np.array([[1.0, 3.0]], np.float32), "s": np.array(2.0, np.float32),
+         "e": np.zeros((1, 0, 3), np.float32), "i": np.array(5, np.int64)}
+    b = {"m": np.array([[1.0, 4.0]], np.float32), "s": np.array(2.5, np.float32),
+         "e": np.zeros((1, 0, 3), np.float32), "i": np.array(5, np.int64)}
+    assert distortion(a, b, value_range=(0.0, 4.0)) == (0.5, pytest.approx(10 * math.log10(16 / 0.5)))
     assert distortion({"e": a["e"]}, {"e": b["e"]}) == (0.0, math.inf)
+    assert distortion({"s": a["s"]}, {"s": b["s"]}) == (0.0, math.inf)
+
+
+def test_every_codec_carries_shape_tensors_bit_exactly_at_their_real_size():
+    """Float scalars and short float vectors feed in-graph shape arithmetic (torchvision's
+    resize scale): no codec may round them, and they cost their raw bytes."""
+    rng = np.random.default_rng(1)
+    shape_like = {"scale": np.array(800 / 576, np.float32), "size": np.array([576.3, 768.7], np.float32),
+                  "f64": np.array(1 / 3), "f16": np.array([0.1, 0.2], np.float16),
+                  "v64": rng.standard_normal(64).astype(np.float32)}
+    fmap = {"fmap": rng.standard_normal((1, 8, 9, 9)).astype(np.float32)}
+    for c in EVERY_CODEC:
+        codec = codecs.build(c)
+        out = codec.decode(codec.encode({**shape_like, **fmap}))
+        for k, v in shape_like.items():
+            assert out[k].dtype == v.dtype and out[k].shape == v.shape and np.array_equal(out[k], v), (c, k)
+        alone = len(codec.encode(fmap))
+        with_side = len(codec.encode({**shape_like, **fmap}))
+        side = sum(v.nbytes for v in shape_like.values())
+        if not c.params.get("zstd"):  # a zstd stage compresses the whole container: sizes do not add up
+            entries = header_size(list(shape_like), [v.shape for v in shape_like.values()]) - header_size([], [])
+            assert with_side == alone + side + entries, c
+    assert not is_feature_map(shape_like["v64"]) and is_feature_map(rng.standard_normal(65).astype(np.float32))
 
 
 def test_lossy_codecs_never_touch_int_or_bool_tensors():

@@ -8,8 +8,9 @@ Built-in codecs: ``none`` (raw, bit-exact), ``float16``, ``bfloat16``, ``uniform
 (2–16-bit min/max quantization), ``nncodec`` (NNCodec at an absolute QP); all but
 ``nncodec`` take ``zstd: <level>`` for a lossless zstd stage. Every codec writes one
 self-describing byte string (see ``container``): ``coded_bytes = len(encode(arrays))``.
-Non-float tensors pass through losslessly in every codec; float16 tensors come back as
-float16.
+Shape tensors (non-float tensors, float scalars and float vectors of at most 64 elements,
+empty tensors; see ``tasks.tensorkinds``) pass through losslessly in every codec, as raw
+side data counted in ``coded_bytes``; float16 tensors come back as float16.
 """
 
 from __future__ import annotations
