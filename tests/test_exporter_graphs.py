@@ -237,3 +237,41 @@ def test_inspect_measures_suggests_and_plots(model, tmp_path, capsys):
     assert main(["inspect", str(path), "--input-shape", "images=1x3x40x56", "--valid-only"]) == 0
     text = capsys.readouterr().out
     assert "1 feature map 19.1 KiB + 2 shape tensors 8 B" in text and "*" in text
+
+
+def _spec_with_photos(tmp_path, model) -> str:
+    from tasks.images import encode_png
+
+    onnx.save(model, tmp_path / "exp.onnx")
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(encode_png(photo(1, width=96, height=64)))  # first: 96 wide → 32 rows
+    (tmp_path / "imgs" / "b.png").write_bytes(encode_png(photo(2, width=56, height=40)))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""sweep: exp
+output: res
+dataset: {{type: folder, path: imgs}}
+evaluation: {{mode: reference}}
+models:
+  - name: exp
+    path: exp.onnx
+    adapter: {json.dumps(ADAPTER)}
+    splits: [transform/resize, backbone.body.layer2]
+codecs:
+  none: {{}}
+""")
+    return str(spec)
+
+
+def test_inspect_and_plan_measure_on_the_specs_first_image(model, tmp_path, capsys):
+    spec = _spec_with_photos(tmp_path, model)
+    assert main(["inspect", "--spec", spec, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "first image" in doc["note"] and "a.png" in doc["note"]
+    resize = next(p for p in doc["split_points"] if p["node_name"] == "transform/resize")
+    assert resize["measured"] and resize["data_bytes"] == 3 * 32 * 48 * 4  # 64×96 resized to 32×48
+    assert all(p["total_bytes"] is not None for p in doc["split_points"] if p["valid"])
+    assert main(["plan", spec]) == 0
+    text = capsys.readouterr().out
+    assert "what crosses each split" in text and "1: 18.0 KiB*" in text and "first image" in text
+    assert main(["inspect", "--spec", spec, "--model-name", "nope"]) == 2
+    assert "no model named 'nope'" in capsys.readouterr().err

@@ -30,7 +30,13 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.onnx", help="the ONNX model to inspect")
+    parser.add_argument("model", metavar="MODEL.onnx", nargs="?", help="the ONNX model to inspect (or --spec)")
+    parser.add_argument(
+        "--spec", metavar="SPEC",
+        help="inspect a model of this sweep spec (its path, input_shapes and adapter); unknown cut sizes are "
+        "measured on the spec's first image",
+    )
+    parser.add_argument("--model-name", metavar="NAME", help="--spec: which of the spec's models (default: the first)")
     parser.add_argument("--valid-only", action="store_true", help="list only the valid split points")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     parser.add_argument(
@@ -166,10 +172,31 @@ def _measure(graph: SplitGraph, out) -> str | None:
     return f"{count} cut tensor sizes measured on a synthetic input (marked *): shape inference cannot follow them"
 
 
+def _open(args: argparse.Namespace) -> tuple[SplitGraph, str | None]:
+    """The graph to inspect and the note on measured sizes: from MODEL.onnx, or from a spec's model."""
+    if args.spec is None:
+        if args.model is None:
+            raise SpecError("inspect needs a model", key="MODEL.onnx", allowed="MODEL.onnx, or --spec SPEC [--model-name NAME]")
+        graph = SplitGraph(args.model, input_shapes=dict(args.input_shape) or None)
+        return graph, None if args.no_measure else _measure(graph, sys.stdout)
+    if args.model is not None:
+        raise SpecError("give MODEL.onnx or --spec, not both", key="--spec",
+                        allowed="--spec SPEC --model-name NAME picks one of the spec's models")
+    from orchestrator.cutsizes import measure_on_first_image, spec_model
+    from orchestrator.plan import resolve_model_path
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(args.spec)
+    _, m = spec_model(spec, args.model_name)
+    args.model = resolve_model_path(spec, m)
+    shapes = {k: tuple(v) for k, v in (m.input_shapes or {}).items()} | dict(args.input_shape)
+    graph = SplitGraph(args.model, input_shapes=shapes or None)
+    return graph, None if args.no_measure else measure_on_first_image(graph, spec, m)
+
+
 def run(args: argparse.Namespace) -> int:
-    graph = SplitGraph(args.model, input_shapes=dict(args.input_shape) or None)
+    graph, note = _open(args)
     out = sys.stdout
-    note = None if args.no_measure else _measure(graph, out)
     points = graph.split_points()
     valid = [p.split for p in points if p.valid]
     rows = [p for p in points if p.valid or not args.valid_only]
