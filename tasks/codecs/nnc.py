@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import CodecError
-from . import container
 from ..tensorkinds import is_feature_map
+from . import container
 from .base import FLOAT_DTYPES, REQUIRED, Codec, Setting, check_arrays, qualified_key
 from .floats import to_float16
 
