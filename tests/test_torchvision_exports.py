@@ -4,7 +4,7 @@ inspected, and Faster R-CNN with every variant (slow).
 The exports come from ``shared/tools/export_torchvision.py`` (next to the repository, or
 $SPLITSWEEP_EXPORT_SCRIPT), run in a side virtual environment with a CPU torch — never the
 project's own: torch is only needed to *make* the ONNX files. The venv is created on first
-use under $SPLITSWEEP_TV_VENV (default ``~/.cache/splitsweep/tvenv``) with pip from PyPI, and
+use under $SPLITSWEEP_TV_VENV (default ``tvenv`` in the splitsweep cache dir) with pip from PyPI, and
 the exports are cached next to it; where that cannot be done (no network, no script) the
 tests are skipped with the reason.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cache import cache_dir
 from orchestrator.cli import main
 from orchestrator.spec import parse_spec
 from orchestrator.store import ResultsStore, latest_rows
@@ -27,7 +28,7 @@ from orchestrator.sweep import SweepOptions, run_sweep
 pytestmark = pytest.mark.slow
 
 _ROOT = Path(__file__).resolve().parents[1]
-_CACHE = Path(os.environ.get("SPLITSWEEP_CACHE", Path.home() / ".cache" / "splitsweep"))
+_CACHE = cache_dir()  # $SPLITSWEEP_CACHE, else $XDG_CACHE_HOME/splitsweep, else ~/.cache/splitsweep
 _VENV = Path(os.environ.get("SPLITSWEEP_TV_VENV", _CACHE / "tvenv"))
 _EXPORTS = _CACHE / "torchvision-exports"
 _PACKAGES = [["torch==2.13.0", "onnx", "onnxruntime", "numpy<2", "pillow"], ["--no-deps", "torchvision==0.28.0"]]

@@ -57,9 +57,13 @@ def split_sizes_text(plan, m) -> str:
     from orchestrator.cutsizes import measure_on_first_image
     from orchestrator.table import format_table
     from tasks.graph import SplitGraph
+    from tasks.work import describe_error
 
     graph = SplitGraph(m.path, input_shapes={k: tuple(v) for k, v in (m.spec.input_shapes or {}).items()} or None)
-    note = measure_on_first_image(graph, plan.spec, m.spec, dataset=plan.dataset)
+    try:
+        note = measure_on_first_image(graph, plan.spec, m.spec, dataset=plan.dataset)
+    except Exception as exc:  # noqa: BLE001 - the table is informational: show the sizes known, and why not more
+        note = f"unknown sizes (-) could not be measured on the first image: {describe_error(exc)}"
     points = {p.split: p for p in graph.split_points()}
     rows = []
     for k in m.splits:
