@@ -266,11 +266,12 @@ def _write_suggestions(out, picks: list[Suggestion], macs: list[int] | None) -> 
     out.write(f"{'split':>6}  {'op':<12}  {'node':<{name_w}}  {'feature maps':>20}  {'shape tensors':>16}  {'head MACs':>16}\n")
     for s in picks:
         p = s.point
-        maps = f"{len(p.data_tensors)} × {human_bytes(p.data_bytes)}" + ("*" if p.measured else "")
-        shapes = f"{len(p.shape_tensors)} × {human_bytes(p.shape_bytes)}" if p.shape_tensors else "-"
+        maps = f"{len(p.data_tensors)}: {human_bytes(p.data_bytes)}" + ("*" if any(t.measured for t in p.data_tensors) else "")
+        shapes = f"{len(p.shape_tensors)}: {human_bytes(p.shape_bytes)}" if p.shape_tensors else "-"
         head = "?" if s.head_macs is None else _macs_text(s.head_macs) + (f" ({100 * s.head_macs / total:.0f}%)" if total else "")
         out.write(f"{p.split:>6}  {p.op_type[:12]:<12}  {p.node_name[:name_w]:<{name_w}}  {maps:>20}  {shapes:>16}  {head:>16}\n")
-    out.write(f"\n{len(picks)} candidates: local minima of the feature-map bytes with at most the given number of maps\n")
+    out.write(f"\n{len(picks)} candidates: local minima of the feature-map bytes with at most the given number of maps "
+              "(columns: how many tensors, their total bytes; * measured)\n")
 
 
 def _macs_text(n: int) -> str:
