@@ -181,8 +181,16 @@ def _finish(key, m, v, base: onnx.ModelProto, data: bytes, info: dict, digest: s
     mapping = map_split_points(base, model, list(m.splits))
     split_map = mapping.index
     input_shapes = {k: tuple(s) for k, s in (m.spec.input_shapes or {}).items()} or None
+    macs_note = None
     try:
-        cost = count_macs(model, input_shapes=input_shapes)
+        try:
+            cost = count_macs(model, input_shapes=input_shapes)
+        except SplitsweepError:  # an exporter graph: shapes behind an in-graph resize, measured on a sample
+            from tasks.cutsizes import mac_shapes
+
+            cost = count_macs(model, input_shapes=input_shapes,
+                              known_shapes=mac_shapes(model, input_shapes=input_shapes))
+            macs_note = "MACs counted with shapes measured on a synthetic input (data-dependent parts for that input)"
         macs = cost.total_macs
         per_split = {k: split_macs(cost, idx) for k, idx in split_map.items()}
     except SplitsweepError:
@@ -207,6 +215,8 @@ def _finish(key, m, v, base: onnx.ModelProto, data: bytes, info: dict, digest: s
 
         p = count_params(model)
         row.update(params=p.params, nonzero_params=p.nonzero_params)
+    if macs_note:
+        row["notes"] = "; ".join(filter(None, [row["notes"], macs_note]))
     if mapping.errors:
         row["notes"] = "; ".join(filter(None, [row["notes"], f"{len(mapping.errors)} split(s) without a counterpart"]))
     return VariantBuild(key, data, split_map, mapping.errors, row, splits)

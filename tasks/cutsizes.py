@@ -11,7 +11,7 @@ from .errors import ModelError
 from .graph import SplitGraph, TensorInfo
 from .runtime import make_session
 
-__all__ = ["sample_feeds", "measure", "measure_into", "unmeasurable_inputs"]
+__all__ = ["sample_feeds", "measure", "measure_into", "unmeasurable_inputs", "mac_shapes"]
 
 _CHUNK = 256  # extra outputs per run: bounds the memory the measured activations hold at once
 
@@ -85,3 +85,36 @@ def measure_into(graph: SplitGraph, feeds: Mapping[str, np.ndarray] | None = Non
     infos = measure(graph, feeds if feeds is not None else sample_feeds(graph), names, threads=threads)
     graph.set_measured(infos)
     return len(infos)
+
+
+def mac_shapes(
+    model: onnx.ModelProto,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    threads: int = 1,
+) -> dict[str, tuple[int, ...]]:
+    """Shapes that MAC counting needs (the outputs and data inputs of Conv / Gemm / MatMul
+    and their quantized forms) but shape inference cannot tell, measured by one run on
+    ``feeds`` (default: a synthetic input, see sample_feeds). For count_macs(known_shapes=).
+
+    On an exporter graph the counts then hold for that input: an in-graph resize makes the
+    backbone's shapes depend on the input size, and a detector's RoI head runs on as many
+    proposals as that input leaves after NMS.
+    """
+    from .macs import _COUNTED, _shapes
+
+    static = _shapes(model, input_shapes)
+    top = {o for n in model.graph.node for o in n.output if o} | {i.name for i in model.graph.input}
+    wanted = []
+    for node in model.graph.node:
+        if node.op_type in _COUNTED and node.domain in ("", "ai.onnx"):
+            for name in (*node.output[:1], *node.input[:2]):
+                shape = static.get(name)
+                if name in top and (shape is None or any(d is None for d in shape)) and name not in wanted:
+                    wanted.append(name)
+    if not wanted:
+        return {}
+    graph = SplitGraph(model, input_shapes=input_shapes)
+    infos = measure(graph, feeds if feeds is not None else sample_feeds(graph), wanted, threads=threads)
+    return {name: tuple(int(d) for d in info.shape) for name, info in infos.items() if info.shape is not None}

@@ -275,3 +275,20 @@ def test_inspect_and_plan_measure_on_the_specs_first_image(model, tmp_path, caps
     assert "what crosses each split" in text and "1: 18.0 KiB*" in text and "first image" in text
     assert main(["inspect", "--spec", spec, "--model-name", "nope"]) == 2
     assert "no model named 'nope'" in capsys.readouterr().err
+
+
+def test_macs_of_an_exporter_graph_with_measured_shapes(model):
+    from tasks.cutsizes import mac_shapes
+    from tasks.macs import count_macs
+
+    shapes = {"images": (1, 3, 40, 56)}
+    with pytest.raises(ModelError, match="not static"):
+        count_macs(model, input_shapes=shapes)  # the convs behind the in-graph resize
+    known = mac_shapes(model, input_shapes=shapes)
+    assert known and all(all(isinstance(d, int) for d in s) for s in known.values())
+    cost = count_macs(model, input_shapes=shapes, known_shapes=known)
+    assert cost.total_macs > 0
+    # the same count as with every shape given by a run of the model at that size
+    graph = SplitGraph(model, input_shapes=shapes)
+    measure_into(graph)
+    assert count_macs(model, input_shapes=shapes, known_shapes=graph.measured_shapes()).total_macs == cost.total_macs
