@@ -2,7 +2,7 @@
 VENV ?= $(or $(SPLITSWEEP_VENV),.venv)
 export SPLITSWEEP_VENV := $(VENV)
 
-.PHONY: demo test test-all bootstrap
+.PHONY: demo test test-all lint bootstrap
 demo:
 	scripts/bootstrap.sh
 	$(VENV)/bin/splitsweep demo
@@ -14,3 +14,7 @@ test:
 test-all:
 	scripts/bootstrap.sh --dev
 	$(VENV)/bin/python -m pytest -m "" $(PYTEST_ARGS)
+
+lint:
+	scripts/bootstrap.sh --dev
+	$(VENV)/bin/python -m ruff check .

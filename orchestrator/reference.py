@@ -58,7 +58,12 @@ def render_reference() -> str:
                 continue
             out.append(f"| `{name}` | {_cell(_type(field.annotation))} | {_default(field)} | {_cell(field.description)} |")
         out.append("")
-    out += ["## Codecs", "", "Settings given as lists expand to a grid: `{nncodec: {qp: [-38, -18]}}` is two settings.", ""]
+    out += ["## Codecs", "", "Settings given as lists expand to a grid: `{nncodec: {qp: [-38, -18]}}` is two settings.", "",
+            "Every codec compresses only the cut's feature maps. Shape tensors (int / bool tensors, 0-d "
+            "floats, float vectors of at most 64 elements, empty tensors: the scale factors, image sizes "
+            "and indices an exporter's in-graph shape arithmetic reads) cross every codec bit-exactly "
+            "as raw side data, counted in coded_bytes at their real size; distortion is measured over "
+            "the feature maps.", ""]
     for info in codecs.describe():
         out += [f"### `{info.name}`{' (lossless)' if info.lossless else ''}", "", info.doc, ""]
         if info.settings:

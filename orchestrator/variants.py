@@ -22,7 +22,7 @@ from tasks.work import describe_error
 
 from .schema import VARIANTS_DIR
 
-__all__ = ["VariantBuild", "build_variants", "map_splits", "VARIANT_TABLE", "SPLIT_TABLE"]
+__all__ = ["VariantBuild", "SplitMapping", "build_variants", "map_splits", "map_split_points", "VARIANT_TABLE", "SPLIT_TABLE"]
 
 VARIANT_TABLE = f"{VARIANTS_DIR}/variants.parquet"
 SPLIT_TABLE = f"{VARIANTS_DIR}/splits.parquet"
@@ -35,6 +35,7 @@ class VariantBuild:
     key: str
     model_bytes: bytes | None
     split_map: dict[int, int] = field(default_factory=dict)
+    split_errors: dict[int, str] = field(default_factory=dict)  # sweep splits the variant cannot take, and why
     cost: dict[str, Any] = field(default_factory=dict)
     splits: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
@@ -43,37 +44,88 @@ class VariantBuild:
 _SEARCH = 8  # how many fp32 nodes past a split to look for a tensor the variant kept
 
 
+@dataclass(frozen=True)
+class SplitMapping:
+    """Sweep split points mapped onto one variant: its node index per split, or why none."""
+
+    index: dict[int, int]
+    errors: dict[int, str]
+
+
 def map_splits(base: onnx.ModelProto, variant: onnx.ModelProto, splits: list[int]) -> dict[int, int]:
-    """Sweep split k (a node index of the fp32 model) → the variant's node index.
+    """Sweep split k (a node index of the fp32 model) → the variant's node index (see map_split_points)."""
+    return map_split_points(base, variant, splits).index
+
+
+def map_split_points(base: onnx.ModelProto, variant: onnx.ModelProto, splits: list[int]) -> SplitMapping:
+    """Sweep split k (a node index of the fp32 model) → the variant's node index, or the reason there is none.
 
     Variants keep tensor names but not node indices (fp16 adds Casts, QDQ adds hundreds
-    of nodes), so the cut follows the tensor node k produces. Where a variant dropped that
-    tensor (the quantizer folds a Clip into the op before it, renaming its output), the
-    cut moves to the first of the next few fp32 nodes whose tensor survives. Where that
-    tensor's only reader in the variant is a QuantizeLinear, the cut moves after it: the
-    device sends the 8-bit tensor, as a quantized deployment would. Splits without a
-    counterpart are left out (their tasks fail with that reason).
+    of nodes, the quantizer re-sorts Constant nodes), so the cut follows a *tensor*: the
+    newest tensor of the fp32 cut (the one produced last; a split at a Constant node,
+    which exporters emit by the hundred, is the cut of the last computing node before
+    it). Where a variant dropped that tensor (the quantizer folds a Clip into the op
+    before it, renaming its output), the cut moves to the first of the next few fp32
+    nodes whose tensor survives. Where that tensor's only reader in the variant is a
+    QuantizeLinear, the cut moves after it: the device sends the 8-bit tensor, as a
+    quantized deployment would. The result is checked against the variant's own split
+    table: a split without a valid counterpart fails only its own tasks, with the reason.
     """
+    base_graph = _split_graph(base)
+    if variant is base:  # fp32: the sweep's own indices
+        valid = set(base_graph.valid_splits()) if base_graph else set(splits)
+        return SplitMapping({k: k for k in splits if k in valid},
+                            {k: f"split {k} is not a valid split of the model" for k in splits if k not in valid})
+    variant_graph = _split_graph(variant)
     producer = {out: i for i, node in enumerate(variant.graph.node) for out in node.output if out}
     readers: dict[str, list[int]] = {}
     for i, node in enumerate(variant.graph.node):
         for name in node.input:
             readers.setdefault(name, []).append(i)
-    out = {}
+    valid = set(variant_graph.valid_splits()) if variant_graph else set()
+    index: dict[int, int] = {}
+    errors: dict[int, str] = {}
     for k in splits:
-        found = []
-        for j in range(k, min(k + _SEARCH, len(base.graph.node))):
+        try:
+            cut = base_graph.cut(k) if base_graph else None
+        except SplitsweepError as exc:
+            errors[k] = f"split {k} is not valid in the fp32 model: {exc}"
+            continue
+        base_producer = base_graph.producer_index if base_graph else {}
+        anchor = max((base_producer[t] for t in cut.tensors if t in base_producer), default=k) if cut else k
+        found: list[int] = []
+        for j in range(anchor, min(anchor + _SEARCH, len(base.graph.node))):
             found = [producer[n] for n in base.graph.node[j].output if n and n in producer]
             if found:
                 break
         if not found:
+            errors[k] = (
+                f"split {k}: the variant keeps none of the tensors of fp32 nodes {anchor}..{anchor + _SEARCH - 1}"
+            )
             continue
-        index = max(found)
-        consumers = readers.get(variant.graph.node[index].output[0], [])
+        j = max(found)
+        consumers = readers.get(variant.graph.node[j].output[0], [])
         if len(consumers) == 1 and variant.graph.node[consumers[0]].op_type == "QuantizeLinear":
-            index = consumers[0]
-        out[k] = index
-    return out
+            j = consumers[0]
+        if variant_graph is not None and j not in valid:
+            near = sorted(valid, key=lambda v: abs(v - j))[:3]
+            errors[k] = (
+                f"split {k} maps to variant node {j} ({variant.graph.node[j].op_type} "
+                f"{variant.graph.node[j].name!r}), which is not a valid split there"
+                + (f" (nearest valid: {', '.join(map(str, sorted(near)))})" if near else "")
+            )
+            continue
+        index[k] = j
+    return SplitMapping(index, errors)
+
+
+def _split_graph(model: onnx.ModelProto):
+    from tasks.graph import SplitGraph
+
+    try:
+        return SplitGraph(model)
+    except SplitsweepError:
+        return None
 
 
 def build_variants(plan, store, *, out: TextIO) -> dict[str, VariantBuild]:
@@ -126,10 +178,19 @@ def build_variants(plan, store, *, out: TextIO) -> dict[str, VariantBuild]:
 
 def _finish(key, m, v, base: onnx.ModelProto, data: bytes, info: dict, digest: str) -> VariantBuild:
     model = base if v.name == "fp32" else onnx.load_from_string(data)
-    split_map = map_splits(base, model, list(m.splits))
+    mapping = map_split_points(base, model, list(m.splits))
+    split_map = mapping.index
     input_shapes = {k: tuple(s) for k, s in (m.spec.input_shapes or {}).items()} or None
+    macs_note = None
     try:
-        cost = count_macs(model, input_shapes=input_shapes)
+        try:
+            cost = count_macs(model, input_shapes=input_shapes)
+        except SplitsweepError:  # an exporter graph: shapes behind an in-graph resize, measured on a sample
+            from tasks.cutsizes import mac_shapes
+
+            cost = count_macs(model, input_shapes=input_shapes,
+                              known_shapes=mac_shapes(model, input_shapes=input_shapes))
+            macs_note = "MACs counted with shapes measured on a synthetic input (data-dependent parts for that input)"
         macs = cost.total_macs
         per_split = {k: split_macs(cost, idx) for k, idx in split_map.items()}
     except SplitsweepError:
@@ -137,7 +198,8 @@ def _finish(key, m, v, base: onnx.ModelProto, data: bytes, info: dict, digest: s
     splits = [
         {"model": m.name, "variant": v.label, "split": k, "variant_split": split_map.get(k),
          "head_macs": per_split[k].head_macs if k in per_split else None,
-         "tail_macs": per_split[k].tail_macs if k in per_split else None}
+         "tail_macs": per_split[k].tail_macs if k in per_split else None,
+         "error": mapping.errors.get(k)}
         for k in m.splits
     ]
     row = {
@@ -153,7 +215,11 @@ def _finish(key, m, v, base: onnx.ModelProto, data: bytes, info: dict, digest: s
 
         p = count_params(model)
         row.update(params=p.params, nonzero_params=p.nonzero_params)
-    return VariantBuild(key, data, split_map, row, splits)
+    if macs_note:
+        row["notes"] = "; ".join(filter(None, [row["notes"], macs_note]))
+    if mapping.errors:
+        row["notes"] = "; ".join(filter(None, [row["notes"], f"{len(mapping.errors)} split(s) without a counterpart"]))
+    return VariantBuild(key, data, split_map, mapping.errors, row, splits)
 
 
 def _zlib(data: bytes) -> bytes:

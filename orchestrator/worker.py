@@ -89,7 +89,8 @@ class SweepWorker:
             data = payload.source if isinstance(payload.source, (bytes, bytearray)) else self._fetch(payload.source)
             splits = tuple(_variant_split(payload, s) for s in payload.splits if _variant_split(payload, s) is not None)
             runner = SplitRunner(
-                bytes(data), splits, threads=self.threads, input_shapes=payload.input_shapes, optimization=self.optimization
+                bytes(data), splits, threads=self.threads, input_shapes=payload.input_shapes,
+                optimization=self.optimization, skip_invalid=True,
             )
             adapter = detectors.adapter(payload.adapter, dict(payload.adapter_settings))
             self._models[payload.key] = (runner, adapter, payload)
@@ -116,7 +117,10 @@ class SweepWorker:
                 height, width = rgb.shape[:2]
                 head = run_head(runner, adapter, rgb)
                 self._head = (key, head, width, height)
-            runnable = [t for t in unit.tasks if t.split in _WHOLE_MODEL or _variant_split(payload, t.split) is not None]
+            runnable = [
+                t for t in unit.tasks
+                if t.split in _WHOLE_MODEL or _variant_split(payload, t.split) not in (None, *runner.invalid)
+            ]
             done = run_tasks(
                 runner, adapter, head,
                 [(t.split if t.split in _WHOLE_MODEL else _variant_split(payload, t.split), t.setting) for t in runnable],
@@ -124,11 +128,7 @@ class SweepWorker:
             seen: dict[int, str | None] = {}
             done = [_check_finite(o, seen) for o in done]
             by_id = {t.task_id: o for t, o in zip(runnable, done)}
-            outcomes = [
-                by_id.get(t.task_id)
-                or TaskOutcome(t.split, t.setting, None, None, f"split {t.split} has no counterpart in variant {payload.variant!r}")
-                for t in unit.tasks
-            ]
+            outcomes = [by_id.get(t.task_id) or _no_counterpart(t, payload, runner) for t in unit.tasks]
         except Exception as exc:  # noqa: BLE001 - the unit's rows carry the error
             return failed_rows(unit, payload, describe_error(exc), worker=self.name)
         now = dt.datetime.now(dt.timezone.utc)
@@ -195,6 +195,15 @@ def _non_finite(name: str, value: Any) -> str | None:
     kinds = " and ".join(k for k, hit in (("NaN", np.isnan(a).any()), ("inf", np.isinf(a).any())) if hit)
     return (f"ModelError: model output {name!r} has {int(a.size - finite.sum())} of {a.size} values {kinds} "
             "(no detections scored; check the model, variant or codec)")
+
+
+def _no_counterpart(task: UnitTask, payload: ModelPayload, runner: SplitRunner) -> TaskOutcome:
+    mapped = _variant_split(payload, task.split)
+    if mapped is None:
+        why = f"split {task.split} has no counterpart in variant {payload.variant!r}"
+    else:
+        why = f"split {task.split} (node {mapped} of variant {payload.variant!r}): {describe_error(runner.invalid[mapped])}"
+    return TaskOutcome(task.split, task.setting, None, None, why)
 
 
 def _variant_split(payload: ModelPayload, split: int) -> int | None:

@@ -13,6 +13,7 @@ import onnx
 from onnx import shape_inference
 
 from .errors import ModelError, SplitError, nearest
+from .tensorkinds import SHAPE_TENSOR_ELEMENTS
 
 __all__ = ["Cut", "SplitGraph", "SplitPoint", "TensorInfo", "load_model", "format_ranges"]
 
@@ -60,6 +61,7 @@ class TensorInfo:
     name: str
     dtype: str | None
     shape: tuple[int | str | None, ...] | None
+    measured: bool = False  # shape taken from a run on a sample input, not from shape inference
 
     @property
     def is_static(self) -> bool:
@@ -72,6 +74,25 @@ class TensorInfo:
         if bits is None or not self.is_static:
             return None
         return (int(np.prod(self.shape, dtype=np.int64)) * bits + 7) // 8
+
+    @property
+    def is_data(self) -> bool:
+        """A feature map (float data), as opposed to a shape / index / mask tensor of a few bytes.
+
+        Float tensors of rank >= 2, or with more than 64 elements; an unknown rank counts as
+        data when the type is float. int / bool tensors (shapes, indices, masks) and float
+        scalars or short float vectors (scale factors, image sizes) are shape tensors, which
+        every codec passes bit-exactly (the rule of tasks.tensorkinds.is_feature_map; a 1-d
+        float tensor of unknown length counts as data here and is decided by its real size
+        when coded).
+        """
+        if self.dtype is None or not self.dtype.startswith(("float", "bfloat")):
+            return False
+        if self.is_static and 0 in self.shape:  # an empty tensor carries no data
+            return False
+        if self.shape is None or len(self.shape) >= 2:
+            return True
+        return not self.is_static or int(np.prod(self.shape, dtype=np.int64)) > SHAPE_TENSOR_ELEMENTS
 
     def describe(self) -> str:
         """``float32[1,64,32,32]``; ``?`` for an unknown dimension, ``...`` for an unknown rank."""
@@ -127,10 +148,39 @@ class SplitPoint:
     def total_bytes(self) -> int | None:
         return _total(self.tensors)
 
+    @property
+    def data_tensors(self) -> tuple[TensorInfo, ...]:
+        """The feature maps of the cut (see TensorInfo.is_data)."""
+        return tuple(t for t in self.tensors if t.is_data)
+
+    @property
+    def shape_tensors(self) -> tuple[TensorInfo, ...]:
+        """Shape, index and mask tensors and float scalars: a few bytes each."""
+        return tuple(t for t in self.tensors if not t.is_data)
+
+    @property
+    def data_bytes(self) -> int | None:
+        return _total(self.data_tensors)
+
+    @property
+    def shape_bytes(self) -> int | None:
+        return _total(self.shape_tensors)
+
+    @property
+    def measured(self) -> bool:
+        """Whether any tensor's size was measured on a sample rather than inferred."""
+        return any(t.measured for t in self.tensors)
+
 
 def _total(infos: Iterable[TensorInfo]) -> int | None:
     sizes = [info.nbytes for info in infos]
     return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
+
+
+def _contains_run(have: Sequence[str], want: Sequence[str]) -> bool:
+    """Whether ``want`` occurs in ``have`` as consecutive path parts (a scope nested anywhere)."""
+    n = len(want)
+    return any(list(have[i : i + n]) == list(want) for i in range(len(have) - n + 1))
 
 
 def format_ranges(indices: Iterable[int]) -> str:
@@ -367,9 +417,30 @@ class SplitGraph:
     def node(self, index: int) -> onnx.NodeProto:
         return self._nodes[index]
 
+    @property
+    def producer_index(self) -> Mapping[str, int]:
+        """Tensor name → index of the node producing it (top-level nodes only)."""
+        return self._producer
+
     def info(self, name: str) -> TensorInfo:
         """Static dtype / shape of a tensor (unknown fields are None)."""
         return self._infos.get(name) or TensorInfo(name, None, None)
+
+    def unknown_size_tensors(self) -> list[str]:
+        """Names of tensors that cross some valid cut and whose size shape inference left open."""
+        names = {t.name for p in self._table if p.valid for t in p.tensors if t.nbytes is None}
+        return [s[3] for s in sorted(self._spans, key=lambda s: s[2]) if s[3] in names]
+
+    def measured_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes measured by set_measured, by tensor name."""
+        return {n: i.shape for n, i in self._infos.items() if i.measured and i.shape is not None}
+
+    def set_measured(self, infos: Mapping[str, TensorInfo]) -> None:
+        """Replace the static info of tensors whose size is unknown by measured ones (marked so)."""
+        for name, info in infos.items():
+            if self.info(name).nbytes is None:
+                self._infos[name] = TensorInfo(name, info.dtype, info.shape, measured=True)
+        self.__dict__.pop("_table", None)
 
     def index(self, split: Split) -> int:
         """The node index a split names (an index, or a tensor cut right after its producer)."""
@@ -382,17 +453,29 @@ class SplitGraph:
                 k = self._producer[split]
             elif split.strip().lstrip("-").isdigit():  # "12" from a command line, when no tensor has that name
                 k = int(split)
+            elif (scoped := self._scope_end(split)) is not None:
+                k = scoped
             else:
                 if split in self.input_names or split in self._initializers:
                     what = "a graph input" if split in self.input_names else "an initializer"
                     message = f"{split!r} is {what}, not the output of a node"
+                elif split in self._inner_names:
+                    outer = self._inner_names[split]
+                    node = self._nodes[outer]
+                    near = self._nearest_valid(outer)
+                    message = (
+                        f"{split!r} is computed inside the subgraph of node {outer} ({node.op_type} {node.name!r}); "
+                        "a cut cannot fall inside an If/Loop/Scan body"
+                        + (f" (nearest valid splits: {', '.join(map(str, near))})" if near else "")
+                    )
                 else:
-                    hint = nearest(split, self._producer)
-                    message = f"no node produces a tensor named {split!r}"
+                    hint = nearest(split, [*self._producer, *self._node_names])
+                    message = f"no node produces a tensor named {split!r}, and no node name starts with it"
                     message += f"; did you mean {hint!r}?" if hint else ""
                 raise SplitError(
                     message, file=self.file, key="split",
-                    allowed="a node index, or a node output name (list them: `splitsweep inspect MODEL --json`)",
+                    allowed="a node index, a node output name, or a node name / layer prefix such as "
+                    "'backbone.body.layer2' (list them: `splitsweep inspect MODEL --json`)",
                 )
         elif isinstance(split, (int, np.integer)):
             k = int(split)
@@ -412,9 +495,11 @@ class SplitGraph:
         tensors = tuple(s[3] for s in sorted((s for s in self._spans if s[0] <= k < s[1]), key=lambda s: s[2]))
         if not tensors:
             valid = format_ranges(p.split for p in self.split_points() if p.valid)
+            near = self._nearest_valid(k)
             raise SplitError(
                 f"the cut after node {k} ({self._nodes[k].op_type} {self._nodes[k].name!r}) is empty: "
-                + self._empty_reason(k),
+                + self._empty_reason(k)
+                + (f" (nearest valid splits: {', '.join(map(str, near))})" if near else ""),
                 file=self.file, key="split", allowed=valid,
             )
         sides = tuple(name for name in self.input_names if self._side_end.get(name, -1) > k)
@@ -431,7 +516,69 @@ class SplitGraph:
             side_infos=tuple(self.info(s) for s in sides),
         )
 
+    def _nearest_valid(self, k: int) -> list[int]:
+        """The closest valid split before and after node k."""
+        valid = self.valid_splits()
+        before = [v for v in valid if v < k]
+        after = [v for v in valid if v > k]
+        return ([before[-1]] if before else []) + ([after[0]] if after else [])
+
+    @functools.cached_property
+    def _node_names(self) -> dict[str, int]:
+        return {node.name: i for i, node in enumerate(self._nodes) if node.name}
+
+    @functools.cached_property
+    def _inner_names(self) -> dict[str, int]:
+        """Tensors and node names defined inside subgraphs → index of the top-level node holding them."""
+        out: dict[str, int] = {}
+
+        def walk(graph: onnx.GraphProto, owner: int) -> None:
+            for node in graph.node:
+                for name in (*node.output, node.name):
+                    if name:
+                        out.setdefault(name, owner)
+                for sub in _subgraphs(node):
+                    walk(sub, owner)
+
+        for i, node in enumerate(self._nodes):
+            for sub in _subgraphs(node):
+                walk(sub, i)
+        return out
+
+    def _scope_end(self, prefix: str) -> int | None:
+        """The last valid split among nodes named ``prefix`` or inside its scope, or None.
+
+        Layer names are matched as paths: ``backbone.body.layer2`` matches the node names
+        ``backbone.body.layer2.0.conv1`` and ``/backbone/body/layer2/layer2.3/relu_2/Relu``
+        (TorchScript exports) but not ``backbone.body.layer20``.
+        """
+        def parts(name: str) -> list[str]:
+            return [p for p in name.replace("/", ".").split(".") if p]
+
+        want = parts(prefix)
+        if not want:
+            return None
+        if prefix in self._node_names:
+            matches = [self._node_names[prefix]]
+        else:
+            matches = []
+            for i, node in enumerate(self._nodes):
+                have = parts(node.name)
+                # torchscript repeats the scope ("layer2/layer2.3"): match on the path or on a suffix of it
+                if have[: len(want)] == want or _contains_run(have, want):
+                    matches.append(i)
+        if not matches:
+            return None
+        valid = set(self.valid_splits())
+        inside = [i for i in matches if i in valid]
+        return max(inside) if inside else max(matches)
+
     def _empty_reason(self, k: int) -> str:
+        if any(self._side_end.get(s, -1) > k for s in self.input_names):
+            return (
+                f"nodes 0..{k} compute nothing the tail reads but constants: the tail would read only the "
+                "graph input(s) themselves, which is no split"
+            )
         return (
             f"nodes 0..{k} compute only constants (from initializers / Constant nodes) or values no output "
             "uses; the tail recomputes constants from its own weights, so nothing would cross the link"

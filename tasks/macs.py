@@ -98,7 +98,11 @@ def count_params(model: onnx.ModelProto | bytes) -> ParamCount:
     return ParamCount(params=params, nonzero_params=nonzero)
 
 
-def _shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple]:
+def _shapes(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    known_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, tuple]:
     """Static shape of every tensor shape inference can tell; unknown dims are None."""
     if input_shapes:
         fixed = onnx.ModelProto()
@@ -126,6 +130,9 @@ def _shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
             shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
     for init in graph.initializer:
         shapes[init.name] = tuple(init.dims)
+    for name, dims in (known_shapes or {}).items():  # measured on a sample where inference gave up
+        if name not in shapes or any(d is None for d in shapes[name]):
+            shapes[name] = tuple(int(d) for d in dims)
     return shapes
 
 
@@ -173,6 +180,7 @@ def count_macs(
     model: onnx.ModelProto | bytes,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    known_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> ModelCost:
     """MACs of Conv (grouped, depthwise, strided, dilated, padded), ConvTranspose, Gemm,
     batched MatMul and their quantized forms (QLinearConv, ConvInteger, MatMulInteger,
@@ -181,11 +189,13 @@ def count_macs(
     (If/Loop bodies) are not counted.
 
     ``input_shapes`` fixes symbolic input dimensions ({"input": [1, 3, 512, 512]});
-    a shape that stays unknown where it is needed raises ModelError.
+    a shape that stays unknown where it is needed raises ModelError. ``known_shapes``
+    gives shapes measured on a sample for tensors that shape inference cannot follow
+    (an in-graph Resize whose size is computed from the input's shape).
     """
     model = _as_model(model)
     needed = any(n.op_type in _COUNTED for n in model.graph.node)
-    shapes = _shapes(model, input_shapes) if needed else {}
+    shapes = _shapes(model, input_shapes, known_shapes) if needed else {}
     nodes = tuple(
         NodeMacs(index=i, name=node.name, op_type=node.op_type, macs=_node_macs(node, i, shapes))
         for i, node in enumerate(model.graph.node)

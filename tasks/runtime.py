@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from .errors import ModelError, SpecError
+from .errors import ModelError, SpecError, SplitError
 from .graph import Cut, SplitGraph
 
 __all__ = [
@@ -144,11 +144,22 @@ class SplitRunner:
         threads: int = 1,
         input_shapes: Mapping[str, Sequence[int]] | None = None,
         optimization: str = "exact",
+        skip_invalid: bool = False,
     ) -> None:
         self.graph = SplitGraph(model, input_shapes=input_shapes)
         self.threads = threads
         self.optimization = optimization
-        cuts = [self.graph.cut(s) for s in splits]
+        # With skip_invalid, a split the graph cannot take is left out and its SplitError
+        # kept in `invalid` (a variant's mapped split fails alone, not the whole model).
+        self.invalid: dict[int | str, SplitError] = {}
+        cuts = []
+        for s in splits:
+            try:
+                cuts.append(self.graph.cut(s))
+            except SplitError as exc:
+                if not skip_invalid:
+                    raise
+                self.invalid[s] = exc
         self._cuts: dict[int, Cut] = {c.split: c for c in cuts}
         self.splits: tuple[int, ...] = tuple(self._cuts)
         self._head = make_session(

@@ -16,10 +16,11 @@ from .codecs.image import ImageCodec
 from .errors import CodecError, SplitsweepError
 from .remote import INPUT_SPLIT, remote_task
 from .rows import CodecSetting, Detections, TaskResult
+from .tensorkinds import is_feature_map
 
 __all__ = [
-    "HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "float_range", "NO_SPLIT",
-    "INPUT_SPLIT",
+    "HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "float_range", "float32_bytes",
+    "NO_SPLIT", "INPUT_SPLIT",
 ]  # fmt: skip
 
 NO_SPLIT = -1  # the unsplit, uncompressed model: the baseline of every (model, variant)
@@ -144,7 +145,7 @@ def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetti
         split=split,
         setting=setting,
         raw_bytes=int(sum(a.nbytes for a in tensors.values())),
-        float32_bytes=int(sum(4 * a.size for a in tensors.values())),
+        float32_bytes=float32_bytes(tensors),
         coded_bytes=len(data),
         side_bytes=int(sum(a.nbytes for a in side.values())),
         feature_mse=mse,
@@ -164,7 +165,11 @@ def distortion(
     *,
     value_range: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
-    """MSE over every float element of the cut, and PSNR against the cut's value range.
+    """MSE over every element of the cut's feature maps, and PSNR against their value range.
+
+    Shape tensors (ints, bools, float scalars and short float vectors, empty tensors; see
+    tasks.tensorkinds) cross every codec bit-exactly and are left out; a cut of shape
+    tensors only gives (0, inf).
 
     PSNR's peak is (max − min) of the original float tensors, because activations have no
     fixed range the way 8-bit pixels do; a lossless round trip gives (0, inf). Differences
@@ -173,9 +178,11 @@ def distortion(
     """
     sq, count = 0.0, 0
     for name, ref in original.items():
-        if not np.issubdtype(ref.dtype, np.floating):
+        ref = np.asarray(ref)
+        if not is_feature_map(ref):
             continue
-        diff = np.subtract(decoded[name], ref, dtype=np.float32)
+        # 1-d views: on 0-d arrays numpy's ufuncs return scalars, which cannot take out=
+        diff = np.subtract(np.asarray(decoded[name]).reshape(-1), ref.reshape(-1), dtype=np.float32)
         np.square(diff, out=diff)
         sq += float(diff.sum(dtype=np.float64))
         count += ref.size
@@ -189,10 +196,18 @@ def distortion(
     return mse, 10.0 * math.log10(peak * peak / mse)
 
 
+def float32_bytes(tensors: Mapping[str, np.ndarray]) -> int:
+    """The cut at float32 precision: float elements at 4 bytes, other tensors (int64 indices,
+    bool masks, shape scalars) at their real size, since no codec ever narrows them."""
+    return int(
+        sum(4 * a.size if np.issubdtype(a.dtype, np.floating) else a.nbytes for a in tensors.values())
+    )
+
+
 def float_range(tensors: Mapping[str, np.ndarray]) -> tuple[float, float]:
-    """(min, max) over the float tensors' elements."""
+    """(min, max) over the feature maps' elements."""
     lo, hi = math.inf, -math.inf
     for ref in tensors.values():
-        if np.issubdtype(ref.dtype, np.floating) and ref.size:
+        if is_feature_map(ref):
             lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
     return lo, hi

@@ -56,7 +56,8 @@ def test_json_valid_only(saved, capsys) -> None:
     assert [p["split"] for p in data["split_points"]] == list(range(1, 12))
     p3 = data["split_points"][2]
     assert p3["split"] == 3 and p3["branches"] == 2 and p3["total_bytes"] == 16384 and p3["valid"]
-    assert p3["tensors"][0] == {"name": "relu1_out", "dtype": "float32", "shape": [1, 8, 16, 16], "bytes": 8192}
+    assert p3["tensors"][0] == {"name": "relu1_out", "dtype": "float32", "shape": [1, 8, 16, 16], "bytes": 8192,
+                                "kind": "data", "measured": False}
 
 
 def test_input_shape_option(saved, capsys) -> None:
@@ -93,7 +94,8 @@ def test_resnet_fpn_lists_all_split_points(saved, capsys) -> None:
     assert end_of_stage1["branches"] == 2
     assert [t["bytes"] for t in end_of_stage1["tensors"]] == [8 * 8 * 8 * 4, 12 * 4 * 4 * 4]
     assert end_of_stage1["total_bytes"] == 2816
-    assert points[0]["tensors"][0] == {"name": "stem_out", "dtype": "float32", "shape": [1, 8, 16, 16], "bytes": 8192}
+    assert points[0]["tensors"][0] == {"name": "stem_out", "dtype": "float32", "shape": [1, 8, 16, 16], "bytes": 8192,
+                                      "kind": "data", "measured": False}
 
 
 def test_as_a_real_process(saved) -> None:

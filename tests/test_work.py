@@ -27,8 +27,8 @@ def parts():
 
 
 def test_distortion_is_mse_and_psnr_over_the_value_range():
-    a = {"x": np.array([0.0, 1.0, 2.0, 3.0], np.float32), "shape": np.array([4], np.int64)}
-    b = {"x": np.array([0.0, 1.0, 2.0, 4.0], np.float32), "shape": np.array([4], np.int64)}
+    a = {"x": np.array([[0.0, 1.0], [2.0, 3.0]], np.float32), "shape": np.array([4], np.int64)}
+    b = {"x": np.array([[0.0, 1.0], [2.0, 4.0]], np.float32), "shape": np.array([4], np.int64)}
     mse, psnr = distortion(a, b)
     assert mse == pytest.approx(0.25)  # one error of 1 over four elements; int tensors ignored
     assert psnr == pytest.approx(10 * math.log10(3.0**2 / 0.25))  # peak = max - min = 3

@@ -11,8 +11,9 @@ inference (the split ``input``: the picture is coded, the whole model runs on th
 server): ``jpeg``, ``webp``, ``avif`` (Pillow) and ``hevc`` (libx265 through PyAV); they
 write the standard bitstream itself (``image.ImageCodec``), see ``is_image_codec``. Every codec writes one
 self-describing byte string (see ``container``): ``coded_bytes = len(encode(arrays))``.
-Non-float tensors pass through losslessly in every codec; float16 tensors come back as
-float16.
+Shape tensors (non-float tensors, float scalars and float vectors of at most 64 elements,
+empty tensors; see ``tasks.tensorkinds``) pass through losslessly in every codec, as raw
+side data counted in ``coded_bytes``; float16 tensors come back as float16.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import CodecError, nearest
 from ..rows import CodecSetting
+from ..tensorkinds import is_feature_map
 from . import container
 
 __all__ = [
@@ -255,7 +256,8 @@ FLOAT_DTYPES = (np.dtype("float16"), np.dtype("float32"), np.dtype("float64"))
 
 
 class TensorwiseCodec(Codec):
-    """A codec that codes each float tensor on its own and passes the others through raw.
+    """A codec that codes each feature map on its own and passes the others through raw
+    (integer / bool tensors, and float scalars and short float vectors: see tasks.tensorkinds).
 
     Subclasses implement ``encode_float`` / ``decode_float`` for one non-empty float tensor
     and read ``self.params["zstd"]`` for the optional zstd stage.
@@ -266,7 +268,7 @@ class TensorwiseCodec(Codec):
     def encode(self, arrays: Mapping[str, np.ndarray]) -> bytes:
         entries = [
             self.encode_float(name, arr)
-            if arr.dtype in FLOAT_DTYPES and arr.size
+            if arr.dtype in FLOAT_DTYPES and is_feature_map(arr)
             else container.raw_entry(name, arr)
             for name, arr in check_arrays(arrays)
         ]

@@ -87,7 +87,7 @@ class Float16Codec(TensorwiseCodec):
     method = container.FLOAT16
     doc = (
         "IEEE half precision, round to nearest even; finite values beyond ±65504 saturate. "
-        "Exactly half the float32 payload plus the header."
+        "Feature maps at exactly half their float32 payload, plus the header."
     )
     settings = (ZSTD,)
 

@@ -11,7 +11,7 @@ shapes and dtypes. One stream, as ``nnc.compress`` does for a model's weights: o
 and one parameter-set unit instead of one per tensor, one coder call; NNR restarts its
 CABAC contexts per tensor anyway, so nothing is lost in rate. The index names also
 avoid NNCodec's special meaning of names ending in ``_G`` / ``_H`` (decomposed tensors)
-and never send a name twice. Non-float tensors pass through raw; float16 / float64
+and never send a name twice. Shape tensors (non-float, 0-d, short vectors) pass through raw; float16 / float64
 tensors are coded as float32 and cast back (float16 saturating at ±65504).
 
 QP is an absolute step size, not relative to the tensor's range: with qp_density ``d``
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CodecError
+from ..tensorkinds import is_feature_map
 from . import container
 from .base import FLOAT_DTYPES, REQUIRED, Codec, Setting, check_arrays, qualified_key
 from .floats import to_float16
@@ -139,7 +140,7 @@ def _encode(tensors: list[tuple[str, np.ndarray]], params: Mapping[str, Any]) ->
     entries = []
     coded: dict[str, np.ndarray] = {}
     for name, arr in tensors:
-        if arr.dtype not in FLOAT_DTYPES or arr.size == 0:
+        if arr.dtype not in FLOAT_DTYPES or not is_feature_map(arr):  # shape tensors: side data, bit-exact
             entries.append(container.raw_entry(name, arr))
             continue
         with np.errstate(over="ignore"):

@@ -133,12 +133,65 @@ def _make_source_f16(node: onnx.NodeProto, counters: dict[str, int]) -> None:
             node.attribute.append(helper.make_attribute("dtype", F16))
 
 
-def to_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...]]:
-    """Convert ``model`` (modified in place and returned) to float16 compute."""
-    graph = model.graph
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def _rename_reads(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
+    """Point a subgraph's (and its nested subgraphs') reads of outer names at new names."""
     for node in graph.node:
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-            raise VariantError(f"fp16: node {node.name!r} ({node.op_type}) has a subgraph; not supported")
+        for idx, name in enumerate(node.input):
+            if name in renames:
+                node.input[idx] = renames[name]
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                _rename_reads(sub, renames)
+    for out in graph.output:  # a body may return an outer value unchanged; outputs are positional
+        if out.name in renames:
+            out.name = renames[out.name]
+
+
+def _original_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element types of the fp32 model's tensors, as shape inference sees them."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - best effort; If/Loop outputs then come from their bodies
+        inferred = model
+    g = inferred.graph
+    return {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.output, *g.input)}
+
+
+def _subgraph_output_types(node: onnx.NodeProto) -> list[int]:
+    """Element types of an If / Loop / Scan node's outputs, read off its (unchanged) body."""
+    attrs = {a.name: a for a in node.attribute}
+    if node.op_type == "If":
+        body = attrs["then_branch"].g
+        return [o.type.tensor_type.elem_type for o in body.output]
+    if node.op_type == "Loop":
+        return [o.type.tensor_type.elem_type for o in attrs["body"].g.output[1:]]
+    if node.op_type == "Scan":
+        return [o.type.tensor_type.elem_type for o in attrs["body"].g.output]
+    return []
+
+
+def to_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """Convert ``model`` (modified in place and returned) to float16 compute.
+
+    Nodes with subgraphs (If / Loop / Scan: an exporter's post-processing, e.g. NMS
+    inside If) keep their bodies float32: their inputs and every outer tensor their
+    bodies read are cast back to float32 at the boundary, their outputs stay float32.
+    """
+    graph = model.graph
+    from ..graph import _free_names
+
+    boundary_nodes = [node for node in graph.node if _has_subgraph(node)]
+    subgraph_reads = {
+        id(node): list(dict.fromkeys(n for a in node.attribute
+                                     for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))
+                                     for n in _free_names(sub)))
+        for node in boundary_nodes
+    }
+    fp32_types = _original_types(model) if boundary_nodes else {}
     schemas = [_schema(node, model) for node in graph.node]
     output_names = {o.name for o in graph.output}
     taken = {n for node in graph.node for n in list(node.input) + list(node.output)}
@@ -154,9 +207,12 @@ def to_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...]
     # Which uses of each tensor want float16: decided by the consumer's schema alone.
     uses: dict[str, list[bool]] = defaultdict(list)
     for node, schema in zip(graph.node, schemas):
+        keeps_fp32 = _has_subgraph(node)
         for idx, name in enumerate(node.input):
             if name:
-                uses[name].append(_wants_fp16(schema, idx))
+                uses[name].append(not keeps_fp32 and _wants_fp16(schema, idx))
+        for name in subgraph_reads.get(id(node), ()):
+            uses[name].append(False)
 
     counters = {"clipped": 0, "subnormal": 0}
     dtype: dict[str, int] = {}
@@ -204,7 +260,29 @@ def to_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...]
         return alias[(name, want)]
 
     opsets = list(model.opset_import)
+    kept_fp32 = 0
     for node, schema in zip(graph.node, schemas):
+        if _has_subgraph(node):
+            for idx, name in enumerate(node.input):
+                if name and dtype.get(name) in (F16, F32):
+                    node.input[idx] = typed(name, F32)
+            renames = {
+                name: typed(name, F32) for name in subgraph_reads[id(node)] if dtype.get(name) == F16
+            }
+            if renames:
+                for attr in node.attribute:
+                    for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                        _rename_reads(sub, renames)
+            body_types = _subgraph_output_types(node)
+            for pos, out in enumerate(node.output):
+                if not out:
+                    continue
+                elem = fp32_types.get(out) or (body_types[pos] if pos < len(body_types) else 0)
+                if elem:
+                    dtype[out] = elem
+            kept_fp32 += 1
+            new_nodes.append(node)
+            continue
         if _float_source(node):
             consumers = [w for o in node.output for w in uses.get(o, [])]
             if consumers and all(consumers) and not (set(node.output) & output_names):
@@ -248,6 +326,8 @@ def to_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...]
         notes.append(f"{counters['clipped']} weights beyond ±65504 clipped")
     if counters["subnormal"]:
         notes.append(f"{counters['subnormal']} weights below float16's normal range")
+    if kept_fp32:
+        notes.append(f"{kept_fp32} If/Loop/Scan node(s) kept float32 inside, cast at their boundary")
     kept = sum(1 for i in new_inits if i.data_type == F32)
     if kept:
         notes.append(f"{kept} float initializers kept float32 (op requires it)")

@@ -36,7 +36,42 @@ def _run_quantizer(model: onnx.ModelProto, quantize) -> onnx.ModelProto:
         except Exception as exc:  # the quantizer raises ValueError/RuntimeError/KeyError on graphs it cannot handle
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise VariantError(f"onnxruntime's quantizer cannot handle this graph: {message}") from None
-        return onnx.load(path)
+        return _topological(onnx.load(path))
+
+
+def _topological(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Re-sort the nodes so that every producer comes before its readers, also readers
+    inside If / Loop bodies: onnxruntime's quantizer sorts by explicit inputs only, so on
+    an exporter graph it may place an If before the Q/DQ pair of a tensor its body reads."""
+    from ..graph import _node_reads
+
+    graph = model.graph
+    nodes = list(graph.node)
+    produced = {out: i for i, n in enumerate(nodes) for out in n.output if out}
+    deps = [{produced[r] for r in _node_reads(n) if r in produced and produced[r] != i} for i, n in enumerate(nodes)]
+    order: list[int] = []
+    state = [0] * len(nodes)  # 0 new, 1 on the stack, 2 placed
+    for root in range(len(nodes)):
+        stack = [(root, iter(sorted(deps[root])))]
+        if state[root]:
+            continue
+        state[root] = 1
+        while stack:
+            i, it = stack[-1]
+            nxt = next((d for d in it if state[d] != 2), None)
+            if nxt is None:
+                stack.pop()
+                state[i] = 2
+                order.append(i)
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, iter(sorted(deps[nxt]))))
+            else:  # a cycle: leave the order alone, the checker reports the graph
+                return model
+    if order != list(range(len(nodes))):
+        del graph.node[:]
+        graph.node.extend(nodes[i] for i in order)
+    return model
 
 
 def _quantized_ops(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[str, ...]:
