@@ -39,14 +39,17 @@ def adapter_settings(size: int = SIZE) -> dict:
 ADAPTER = adapter_settings()
 
 
-def tiny_detector(seed: int = 0, *, size: int = SIZE) -> onnx.ModelProto:
+def tiny_detector(seed: int = 0, *, size: int = SIZE, depth: int = 0) -> onnx.ModelProto:
     """images (1,3,size,size) → boxes (K,4) xyxy input pixels, labels (K,), scores (K,).
 
-    A larger `size` makes every cut tensor (and so every codec call) bigger: slower work."""
+    A larger `size` makes every cut tensor (and so every codec call) bigger: slower work;
+    `depth` adds that many conv + ReLU layers (two split points each) to the backbone."""
     b = Builder(seed=seed)
     k = len(ANCHORS)
     x = b.node("Relu", [b.conv("images", 3, 8, "c1", stride=2)], "r1")
     x = b.node("Relu", [b.conv(x, 8, 8, "c2", stride=2)], "r2")
+    for i in range(depth):
+        x = b.node("Relu", [b.conv(x, 8, 8, f"d{i}")], f"dr{i}")
     y = b.node("Relu", [b.conv(x, 8, 8, "c3")], "r3")
     x = b.node("Add", [x, y], "skip")  # a residual: some cuts carry two tensors
     x = b.conv(x, 8, 4, "c4")
