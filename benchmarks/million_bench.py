@@ -35,9 +35,8 @@ CODECS = "  float16: {}\n  uniform: {bits: [2, 3, 4, 5, 6, 7, 8]}\n"  # 8 settin
 
 def write_inputs(root: Path) -> Path:
     sys.path.insert(0, str(ROOT))
-    from tests.tinydet import tiny_detector, write_coco_folder, write_spec
-
     from tasks.graph import SplitGraph
+    from tests.tinydet import tiny_detector, write_coco_folder, write_spec
 
     spec = root / "million.yaml"
     if spec.exists():
