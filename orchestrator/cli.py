@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from tasks.errors import LeaseLostError, SplitsweepError
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     full = argparse.ArgumentParser(prog=f"splitsweep {known.command}", description=COMMANDS[known.command])
     module.add_arguments(full)
     args = full.parse_args(argv[1:])
+    # A warning (an old spec spelling, a damaged part file) is one line, like an error.
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"splitsweep: warning: {message}\n"
     try:
         return int(module.run(args) or 0)
     except (SplitsweepError, KeyboardInterrupt) as exc:

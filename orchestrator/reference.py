@@ -9,8 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks import codecs, detectors, variants
-from tasks.codecs.base import REQUIRED
-from tasks.detectors.settings import settings_table
+from tasks.registry import Field
 
 from .cli import COMMANDS
 from .spec import DatasetSpec, EvaluationSpec, ExecutionSpec, ModelSpec, SelectSpec, Spec, SplitRange
@@ -66,33 +65,15 @@ def render_reference() -> str:
             "the feature maps.", ""]
     for info in codecs.describe():
         out += [f"### `{info.name}`{' (lossless)' if info.lossless else ''}", "", info.doc, ""]
-        if info.settings:
-            out += ["| setting | type | default | allowed | meaning |", "|---|---|---|---|---|"]
-            for s in info.settings:
-                allowed = s.range_text or (f"{s.low}…{s.high}" if s.low is not None or s.high is not None else "")
-                default = "required" if s.default is REQUIRED else s.default
-                out.append(f"| `{s.name}` | {s.kind.__name__} | {_cell(default)} | {_cell(allowed)} | {_cell(s.doc)} |")
-            out.append("")
+        out += _fields_table(info.settings)
     out += ["## Detector adapters", ""]
     for name in detectors.ADAPTERS.names():
         cls = detectors.ADAPTERS.get(name)
-        doc = _summary(cls)
-        out += [f"### `{name}`", "", doc, "", "| setting | type | default | meaning |", "|---|---|---|---|"]
-        for setting, kind, default, text in settings_table(cls.Settings):
-            out.append(f"| `{setting}` | {_cell(kind)} | {_cell(default)} | {_cell(text)} |")
-        out.append("")
+        out += [f"### `{name}`", "", cls.summary(), ""] + _fields_table(cls.fields)
     out += ["## Model variants", ""]
     for name in variants.VARIANTS.names():
         cls = variants.VARIANTS.get(name)
-        doc = _summary(cls)
-        out += [f"### `{name}`", "", doc, ""]
-        if cls.options:
-            out += ["| setting | type | default | allowed | meaning |", "|---|---|---|---|---|"]
-            for opt_name, opt in cls.options.items():
-                allowed = ", ".join(map(str, opt.choices)) if opt.choices else (
-                    f"{opt.minimum}…{opt.maximum}" if opt.minimum is not None or opt.maximum is not None else "")
-                out.append(f"| `{opt_name}` | {opt.kind.__name__} | {_cell(opt.default)} | {_cell(allowed)} | {_cell(opt.help)} |")
-            out.append("")
+        out += [f"### `{name}`", "", cls.summary(), ""] + _fields_table(cls.fields)
     out += ["## Commands", "", "| command | what it does |", "|---|---|"]
     for name, text in COMMANDS.items():
         out.append(f"| `splitsweep {name}` | {_cell(text)} |")
@@ -100,9 +81,15 @@ def render_reference() -> str:
     return "\n".join(out)
 
 
-def _summary(cls: type) -> str:
-    """The first paragraph of a class's docstring, on one line."""
-    return (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+def _fields_table(fields: tuple[Field, ...]) -> list[str]:
+    """One table shape for every plug-in kind's settings (the one plug-in form)."""
+    if not fields:
+        return []
+    out = ["| setting | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    for f in fields:
+        default = "required" if f.required else f.default
+        out.append(f"| `{f.name}` | {_cell(f.type_name)} | {_cell(default)} | {_cell(f.allowed)} | {_cell(f.doc)} |")
+    return out + [""]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -108,11 +109,14 @@ class ModelSpec(_Frozen):
     name: str = Field(description="the model's name in rows and reports")
     path: str = Field(description="an ONNX file (relative to the spec), or asset:centernet / asset:nanodet")
     adapter: str | dict[str, Any] = Field(
-        description="detector adapter: a name, or {type: name, setting: value, …} (see Detector adapters)"
+        description="detector adapter: a name, or {name: {setting: value, …}} (see Detector adapters; "
+        "the old spelling {type: name, setting: value, …} still works)"
     )
     input_shapes: dict[str, list[int]] | None = Field(default=None, description="fix symbolic input dimensions")
-    variants: list[str | dict[str, dict[str, Any]]] = Field(
-        default_factory=lambda: ["fp32"], description="model variants: names or {name: {settings}} (see Model variants)"
+    variants: list[str | dict[str, dict[str, Any] | None]] | dict[str, dict[str, Any] | None] = Field(
+        default_factory=lambda: ["fp32"],
+        description="model variants: a list of names or {name: {settings}}, or one mapping {name: {settings}} "
+        "(see Model variants)",
     )
     splits: list[int | str] | SplitRange = Field(
         description="node indices to cut after, tensor names, `input` (remote inference: the picture at the model's "
@@ -127,10 +131,18 @@ class ModelSpec(_Frozen):
             raise ValueError("model names use letters, digits, '.', '_' and '-'")
         return value
 
+    @field_validator("adapter")
+    @classmethod
+    def _adapter(cls, value: str | dict) -> str | dict:
+        if isinstance(value, dict) and not isinstance(value.get("type"), str):
+            if len(value) != 1 or not isinstance(next(iter(value.values())), (dict, type(None))):
+                raise ValueError("an adapter is a name or a one-key mapping {name: {settings}}")
+        return value
+
     @field_validator("variants")
     @classmethod
-    def _variants(cls, value: list) -> list:
-        for entry in value:
+    def _variants(cls, value: list | dict) -> list | dict:
+        for entry in value if isinstance(value, list) else ():
             if isinstance(entry, dict) and len(entry) != 1:
                 raise ValueError("a variant is a name or a one-key mapping {name: {settings}}")
         return value
@@ -143,24 +155,24 @@ class ModelSpec(_Frozen):
         return value
 
     @property
+    def old_adapter_spelling(self) -> bool:
+        """``{type: name, setting: value}``: the spelling before every plug-in read ``{name: {settings}}``."""
+        return isinstance(self.adapter, dict) and isinstance(self.adapter.get("type"), str)
+
+    @property
     def adapter_type(self) -> str:
-        return self.adapter if isinstance(self.adapter, str) else str(self.adapter.get("type", ""))
+        if self.old_adapter_spelling:
+            return str(self.adapter["type"])  # type: ignore[index]
+        return plugin_entries(self.adapter)[0][0] if self.adapter else ""
 
     @property
     def adapter_settings(self) -> dict[str, Any]:
-        if isinstance(self.adapter, str):
-            return {}
-        return {k: v for k, v in self.adapter.items() if k != "type"}
+        if self.old_adapter_spelling:
+            return {k: v for k, v in self.adapter.items() if k != "type"}  # type: ignore[union-attr]
+        return plugin_entries(self.adapter)[0][1] if self.adapter else {}
 
     def variant_entries(self) -> list[tuple[str, dict[str, Any]]]:
-        out = []
-        for entry in self.variants:
-            if isinstance(entry, str):
-                out.append((entry, {}))
-            else:
-                (name, settings), = entry.items()
-                out.append((name, dict(settings or {})))
-        return out
+        return plugin_entries(self.variants)
 
 
 class ExecutionSpec(_Frozen):
@@ -198,8 +210,9 @@ class Spec(_Frozen):
     dataset: DatasetSpec = Field(description="where the images come from")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="how detections are scored")
     models: list[ModelSpec] = Field(min_length=1, description="the detectors to sweep")
-    codecs: dict[str, dict[str, Any] | None] | list[dict[str, dict[str, Any] | None]] = Field(
-        description="{codec: {setting: value or [values]}} (lists expand to a grid), or a list of such one-key mappings"
+    codecs: dict[str, dict[str, Any] | None] | list[str | dict[str, dict[str, Any] | None]] = Field(
+        description="{codec: {setting: value or [values]}} (lists expand to a grid), or a list of codec names "
+        "and such one-key mappings"
     )
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description="how the sweep runs")
     file: str | None = None
@@ -218,6 +231,15 @@ class Spec(_Frozen):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        for i, m in enumerate(self.models):
+            if m.old_adapter_spelling:
+                where = ": ".join(p for p in (self.file, f"models[{i}].adapter") if p)
+                warnings.warn(
+                    f"{where}: {{type: {m.adapter_type}, …}} is the old spelling; write "
+                    f"{{{m.adapter_type}: {{setting: value, …}}}} as for codecs and variants",
+                    FutureWarning,
+                    stacklevel=2,
+                )
         return self
 
     @property
@@ -241,15 +263,27 @@ class Spec(_Frozen):
             return [(n, dict(p or {}), f"codecs.{n}") for n, p in self.codecs.items()]
         out = []
         for i, entry in enumerate(self.codecs):
-            if len(entry) != 1:
+            if isinstance(entry, dict) and len(entry) != 1:
                 raise SpecError(
-                    "each list entry is a one-key mapping {codec: {settings}}",
+                    "each list entry is a codec name or a one-key mapping {codec: {settings}}",
                     file=self.file,
                     key=f"codecs[{i}]",
                 )
-            (name, params), = entry.items()
-            out.append((name, dict(params or {}), f"codecs[{i}].{name}"))
+            ((name, params),) = plugin_entries(entry)
+            out.append((name, params, f"codecs[{i}].{name}"))
         return out
+
+
+def plugin_entries(value: str | Mapping[str, Any] | Sequence[Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """The one YAML shape of plug-ins (codecs, variants, adapters): ``name``, ``{name: {settings}}``,
+    or a list of those; a mapping of several names is several entries. (name, settings) in order."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [(value, {})]
+    if isinstance(value, Mapping):
+        return [(str(name), dict(settings or {})) for name, settings in value.items()]
+    return [entry for item in value for entry in plugin_entries(item)]
 
 
 def is_uri(path: str) -> bool:

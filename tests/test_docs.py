@@ -27,8 +27,8 @@ def test_reference_documents_every_plugin_and_setting():
         assert f"### `{name}`" in text
     for name in variants.VARIANTS.names():
         assert f"### `{name}`" in text
-        for option in variants.VARIANTS.get(name).options.values():
-            assert option.help, f"{name}: an option has no help text"
+        for field in variants.VARIANTS.get(name).fields:
+            assert field.doc, f"{name}: an option has no help text"
 
 
 def test_readme_names_every_command_and_starts_with_the_two_commands():

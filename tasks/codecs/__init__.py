@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import CodecError
-from ..registry import Registry
+from ..registry import REQUIRED, Field, Registry, qualified_key
 from ..rows import CodecSetting
 from .avif import AvifCodec
-from .base import REQUIRED, Codec, CodecInfo, Setting, qualified_key
+from .base import Codec, CodecInfo
 from .container import header_size
 from .floats import BFloat16Codec, Float16Codec, NoneCodec
 from .hevc import HevcCodec
@@ -39,7 +39,7 @@ from .webp import WebpCodec
 __all__ = [
     "Codec",
     "CodecInfo",
-    "Setting",
+    "Field",
     "REQUIRED",
     "CODECS",
     "setting",
@@ -54,10 +54,11 @@ __all__ = [
     "image_codec_names",
 ]
 
-CODECS: Registry[type[Codec]] = Registry("codec", CodecError)
-for _cls in (NoneCodec, Float16Codec, BFloat16Codec, UniformCodec, NncodecCodec, JpegCodec, WebpCodec, AvifCodec, HevcCodec):
-    CODECS.register(_cls.name)(_cls)
-del _cls
+CODECS: Registry[type[Codec]] = Registry(
+    "codec",
+    CodecError,
+    (NoneCodec, Float16Codec, BFloat16Codec, UniformCodec, NncodecCodec, JpegCodec, WebpCodec, AvifCodec, HevcCodec),
+)
 
 
 def is_image_codec(name: str) -> bool:
@@ -137,7 +138,7 @@ def label(setting: CodecSetting) -> str:
     plus the codec's rate knob (``qp``, ``bits``) always: ``nncodec qp=-18``, ``uniform bits=4``."""
     cls = _lookup(setting.codec)
     parts = [setting.codec]
-    for s in cls.settings:
+    for s in cls.fields:
         if s.name not in setting.params:
             continue
         value = setting.params[s.name]

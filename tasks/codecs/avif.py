@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import CodecError
 from . import pillow
-from .base import REQUIRED, Setting
+from .base import REQUIRED, Field
 from .image import ImageCodec
 
 __all__ = ["AvifCodec", "available"]
@@ -24,9 +24,9 @@ class AvifCodec(ImageCodec):
         "Remote inference: the input image coded as AVIF (AV1 intra) by Pillow's libavif plug-in, "
         "4:2:0; coded bytes are the whole AVIF file. Needs Pillow >= 11.3 built with AVIF."
     )
-    settings = (
-        Setting("quality", int, REQUIRED, "AVIF quality (libavif scale)", low=0, high=100),
-        Setting("speed", int, 6, "encoder speed: 0 slowest/smallest … 10 fastest", low=0, high=10),
+    fields = (
+        Field("quality", int, REQUIRED, "AVIF quality (libavif scale)", low=0, high=100),
+        Field("speed", int, 6, "encoder speed: 0 slowest/smallest … 10 fastest", low=0, high=10),
     )
 
     @classmethod

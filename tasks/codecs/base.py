@@ -1,4 +1,4 @@
-"""The Codec base class, declarative codec settings and their validation."""
+"""The Codec base class (a Plugin: typed fields, validated by tasks.registry) and shared codec parts."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import CodecError, nearest
+from ..errors import CodecError
+from ..registry import REQUIRED, Field, Plugin, qualified_key
 from ..rows import CodecSetting
 from ..tensorkinds import is_feature_map
 from . import container
 
 __all__ = [
     "REQUIRED",
-    "Setting",
+    "Field",
     "CodecInfo",
     "Codec",
     "TensorwiseCodec",
@@ -26,102 +27,7 @@ __all__ = [
 ]
 
 
-class _Required:
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Any = _Required()
-
-_KIND_NAMES = {bool: "bool", int: "int", float: "float"}
-
-
-def qualified_key(key: str | None, name: str) -> str:
-    """``codecs.uniform`` + ``bits`` → ``codecs.uniform.bits``: errors point at the exact setting."""
-    return f"{key}.{name}" if key else name
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting of a codec: its type, default (or REQUIRED), allowed range and meaning."""
-
-    name: str
-    kind: type
-    default: Any
-    doc: str
-    low: float | None = None
-    high: float | None = None
-    range_text: str | None = None  # when the range depends on other settings
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-    @property
-    def type_name(self) -> str:
-        return _KIND_NAMES[self.kind]
-
-    @property
-    def allowed(self) -> str:
-        if self.range_text:
-            return self.range_text
-        if self.kind is bool:
-            return "true, false"
-        if self.low is not None and self.high is not None:
-            return f"{self.type_name} in [{_num(self.low)}, {_num(self.high)}]"
-        if self.low is not None:
-            return f"{self.type_name} >= {_num(self.low)}"
-        return self.type_name
-
-    def check(self, value: Any, *, codec: str, file: str | None, key: str | None) -> Any:
-        """The value in canonical form (plain bool / int / float), or CodecError."""
-        where = qualified_key(key, self.name)
-        if self.kind is bool:
-            if isinstance(value, (bool, np.bool_)):
-                return bool(value)
-            raise CodecError(
-                f"{codec} setting {self.name!r} must be true or false, got {value!r}",
-                file=file,
-                key=where,
-                allowed=self.allowed,
-            )
-        # bool is an int in Python; `bits: true` is a spec mistake, not 1
-        numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-            value, (bool, np.bool_)
-        )
-        if not numeric or not np.isfinite(value):
-            raise CodecError(
-                f"{codec} setting {self.name!r} must be a number, got {value!r}",
-                file=file,
-                key=where,
-                allowed=self.allowed,
-            )
-        if self.kind is int:
-            if float(value) != int(value):
-                raise CodecError(
-                    f"{codec} setting {self.name!r} must be an integer, got {value!r}",
-                    file=file,
-                    key=where,
-                    allowed=self.allowed,
-                )
-            out: int | float = int(value)
-        else:
-            out = float(value)
-        if (self.low is not None and out < self.low) or (self.high is not None and out > self.high):
-            raise CodecError(
-                f"{codec} setting {self.name!r} = {out} is out of range",
-                file=file,
-                key=where,
-                allowed=self.allowed,
-            )
-        return out
-
-
-def _num(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else str(v)
-
-
-ZSTD = Setting(
+ZSTD = Field(
     "zstd",
     int,
     0,
@@ -138,68 +44,31 @@ class CodecInfo:
     name: str
     lossless: bool
     doc: str
-    settings: tuple[Setting, ...]
+    settings: tuple[Field, ...]
 
 
-class Codec:
+class Codec(Plugin):
     """Turns the tensors crossing a cut into one self-describing byte string and back.
 
-    Subclasses declare ``name``, ``wire_id``, ``lossless``, ``doc`` and ``settings``; an
+    Subclasses declare ``name``, ``wire_id``, ``lossless``, ``doc`` and ``fields``; an
     instance holds validated settings (``self.params``). ``encode`` and ``decode`` are
     pure functions of their input and the settings: instances can be shared and reused.
     """
 
-    name: ClassVar[str]
+    plugin_kind = "codec"
+    error = CodecError
     wire_id: ClassVar[int]
     lossless: ClassVar[bool] = False
-    doc: ClassVar[str] = ""
-    settings: ClassVar[tuple[Setting, ...]] = ()
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         self.params: dict[str, Any] = self.validate(params or {})
 
-    # settings -------------------------------------------------------------------------
     @classmethod
     def validate(
         cls, params: Mapping[str, Any], *, file: str | None = None, key: str | None = None
     ) -> dict[str, Any]:
-        """Complete, canonical settings (defaults filled), or CodecError naming the key."""
-        if not isinstance(params, Mapping):
-            raise CodecError(
-                f"settings of codec {cls.name!r} must be a mapping, got {type(params).__name__}",
-                file=file,
-                key=key,
-            )
-        known = {s.name: s for s in cls.settings}
-        for name in params:
-            if name not in known:
-                hint = nearest(str(name), known)
-                suffix = f"; did you mean {hint!r}?" if hint else ""
-                raise CodecError(
-                    f"codec {cls.name!r} has no setting {name!r}{suffix}",
-                    file=file,
-                    key=qualified_key(key, str(name)),
-                    allowed=sorted(known) or "no settings",
-                )
-        out: dict[str, Any] = {}
-        for s in cls.settings:
-            if s.name in params:
-                out[s.name] = s.check(params[s.name], codec=cls.name, file=file, key=key)
-            elif s.required:
-                raise CodecError(
-                    f"codec {cls.name!r} needs setting {s.name!r}",
-                    file=file,
-                    key=qualified_key(key, s.name),
-                    allowed=s.allowed,
-                )
-            else:
-                out[s.name] = s.default
-        cls.check_together(out, file=file, key=key)
-        return dict(sorted(out.items()))
-
-    @classmethod
-    def check_together(cls, params: dict[str, Any], *, file: str | None, key: str | None) -> None:
-        """Constraints between settings (e.g. the QP range depends on qp_density)."""
+        """Complete, canonical settings (defaults filled, keys sorted), or CodecError naming the key."""
+        return dict(sorted(cls.check_settings(params, file=file, key=key).items()))
 
     @property
     def setting(self) -> CodecSetting:
@@ -207,7 +76,7 @@ class Codec:
 
     @classmethod
     def info(cls) -> CodecInfo:
-        return CodecInfo(cls.name, cls.lossless, cls.doc, cls.settings)
+        return CodecInfo(cls.name, cls.lossless, cls.doc, cls.fields)
 
     # coding ---------------------------------------------------------------------------
     def encode(self, arrays: Mapping[str, np.ndarray]) -> bytes:

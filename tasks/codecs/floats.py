@@ -75,7 +75,7 @@ class NoneCodec(TensorwiseCodec):
     method = container.RAW
     lossless = True
     doc = "Raw tensor bytes plus the header: bit-exact, the reference for sizes and accuracy."
-    settings = (ZSTD,)
+    fields = (ZSTD,)
 
     def encode_float(self, name: str, arr: np.ndarray) -> container.Entry:
         return container.raw_entry(name, arr)
@@ -89,7 +89,7 @@ class Float16Codec(TensorwiseCodec):
         "IEEE half precision, round to nearest even; finite values beyond ±65504 saturate. "
         "Feature maps at exactly half their float32 payload, plus the header."
     )
-    settings = (ZSTD,)
+    fields = (ZSTD,)
 
     def encode_float(self, name: str, arr: np.ndarray) -> container.Entry:
         half = to_float16(arr).astype("<f2", copy=False)
@@ -107,7 +107,7 @@ class BFloat16Codec(TensorwiseCodec):
         "bfloat16 (float32's range, 8-bit mantissa), round to nearest even; same size rule as "
         "float16. float16 tensors come back as float16 (saturating)."
     )
-    settings = (ZSTD,)
+    fields = (ZSTD,)
 
     def encode_float(self, name: str, arr: np.ndarray) -> container.Entry:
         bits = to_bfloat16_bits(arr).astype("<u2", copy=False)

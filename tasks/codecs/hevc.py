@@ -19,7 +19,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import CodecError
-from .base import REQUIRED, Setting
+from .base import REQUIRED, Field
 from .image import ImageCodec
 
 __all__ = ["HevcCodec", "available", "INSTALL"]
@@ -43,9 +43,9 @@ class HevcCodec(ImageCodec):
         "Remote inference: the input image as one HEVC intra frame (libx265 via PyAV), YUV 4:2:0 8-bit, "
         "constant QP; coded bytes are the Annex-B stream (VPS, SPS, PPS, slice)."
     )
-    settings = (
-        Setting("qp", int, REQUIRED, "x265 constant quantization parameter (8-bit)", low=0, high=51),
-        Setting(
+    fields = (
+        Field("qp", int, REQUIRED, "x265 constant quantization parameter (8-bit)", low=0, high=51),
+        Field(
             "preset",
             int,
             5,

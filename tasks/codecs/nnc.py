@@ -38,13 +38,13 @@ import numpy as np
 from ..errors import CodecError
 from ..tensorkinds import is_feature_map
 from . import container
-from .base import FLOAT_DTYPES, REQUIRED, Codec, Setting, check_arrays, qualified_key
+from .base import FLOAT_DTYPES, REQUIRED, Codec, Field, check_arrays, qualified_key
 from .floats import to_float16
 
 __all__ = ["NncodecCodec", "encode_arrays", "decode_arrays", "step_size", "qp_range", "SETTINGS"]
 
 SETTINGS = (
-    Setting(
+    Field(
         "qp",
         int,
         REQUIRED,
@@ -52,7 +52,7 @@ SETTINGS = (
         "(−38 → 0.0015, −18 → 0.047, 0 → 1)",
         range_text="int in [-128, 127] at qp_density 2; [-2^(5+d), 2^(5+d)-1] in general",
     ),
-    Setting(
+    Field(
         "use_dq",
         bool,
         True,
@@ -60,16 +60,16 @@ SETTINGS = (
         "4.7 dB lower PSNR (error up to 2Δ instead of Δ/2); at equal PSNR 0–2% fewer bytes; "
         "slower encode",
     ),
-    Setting("qp_density", int, 2, "QP steps per doubling of Δ are 2^qp_density", low=0, high=7),
-    Setting(
+    Field("qp_density", int, 2, "QP steps per doubling of Δ are 2^qp_density", low=0, high=7),
+    Field(
         "nonweight_qp",
         int,
         -75,
         "QP for 1-D and 0-D tensors, which NNCodec codes as non-weights (−75: nearly lossless)",
         range_text="same range as qp",
     ),
-    Setting("param_opt", bool, True, "NNCodec's CABAC parameter optimization (slightly fewer bytes)"),
-    Setting(
+    Field("param_opt", bool, True, "NNCodec's CABAC parameter optimization (slightly fewer bytes)"),
+    Field(
         "row_skipping",
         bool,
         True,
@@ -100,7 +100,7 @@ class NncodecCodec(Codec):
         "NNCodec (ISO/IEC 15938-17) at an absolute QP through its in-memory core coder; all "
         "float tensors in one NNR bitstream. Cannot carry NaN or inf."
     )
-    settings = SETTINGS
+    fields = SETTINGS
 
     @classmethod
     def check_together(cls, params: dict[str, Any], *, file: str | None, key: str | None) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import CodecError
 from . import container
-from .base import ZSTD, Setting, TensorwiseCodec
+from .base import ZSTD, Field, TensorwiseCodec
 from .floats import to_float16
 
 __all__ = ["UniformCodec", "pack_bits", "unpack_bits", "PER_TENSOR", "PER_CHANNEL"]
@@ -83,9 +83,9 @@ class UniformCodec(TensorwiseCodec):
         "Min/max uniform integer quantization to `bits` bits per value, per tensor or per "
         "channel (axis 1), bit-packed; max error step/2. Cannot carry NaN or inf."
     )
-    settings = (
-        Setting("bits", int, 8, "bits per value; payload is exactly ceil(n·bits/8) bytes", low=2, high=16),
-        Setting(
+    fields = (
+        Field("bits", int, 8, "bits per value; payload is exactly ceil(n·bits/8) bytes", low=2, high=16),
+        Field(
             "per_channel",
             bool,
             True,

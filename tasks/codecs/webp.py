@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import pillow
-from .base import REQUIRED, Setting
+from .base import REQUIRED, Field
 from .image import ImageCodec
 
 __all__ = ["WebpCodec"]
@@ -14,9 +14,9 @@ __all__ = ["WebpCodec"]
 class WebpCodec(ImageCodec):
     name = "webp"
     doc = "Remote inference: the input image coded as lossy WebP by Pillow (libwebp); coded bytes are the whole RIFF file."
-    settings = (
-        Setting("quality", int, REQUIRED, "WebP quality (libwebp scale)", low=0, high=100),
-        Setting("method", int, 4, "libwebp effort: 0 fastest … 6 smallest", low=0, high=6),
+    fields = (
+        Field("quality", int, REQUIRED, "WebP quality (libwebp scale)", low=0, high=100),
+        Field("method", int, 4, "libwebp effort: 0 fastest … 6 smallest", low=0, high=6),
     )
 
     def encode_image(self, rgb: np.ndarray) -> bytes:

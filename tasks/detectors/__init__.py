@@ -9,18 +9,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# Built-ins register themselves on import; importing them here, explicitly, makes every
-# lookup independent of what else happened to be imported.
-from . import boxes as _boxes  # noqa: F401
-from . import centernet as _centernet  # noqa: F401
-from . import nanodet as _nanodet  # noqa: F401
-from .base import ADAPTERS, Adapter, Prepared
+from ..errors import DetectorError
+from ..registry import Registry
+from .base import Adapter, Prepared
 from .boxes import BOX_FORMATS, BoxesLabelsScores, BoxesLabelsScoresSettings
 from .centernet import CenterNet, CenterNetSettings
 from .coco import CATEGORY_NAMES, COCO80_IDS, COCO80_NAMES, categories, coco80_to_ids
 from .image import ImageMeta, nms, resize_bilinear
 from .nanodet import NanoDet, NanoDetSettings
-from .settings import ImageSettings, parse_settings, settings_table
+from .settings import ImageSettings, settings_table
+
+ADAPTERS: Registry[type[Adapter]] = Registry("detector adapter", DetectorError, (BoxesLabelsScores, CenterNet, NanoDet))
 
 __all__ = [
     "ADAPTERS",
@@ -51,5 +50,4 @@ def adapter(
     name: str, settings: Mapping[str, Any] | None = None, *, file: str | None = None, key: str | None = None
 ) -> Adapter:
     """The adapter ``name`` with ``settings`` validated; DetectorError names the bad key and what is allowed."""
-    cls = ADAPTERS.get(name, file=file, key=key)
-    return cls(parse_settings(cls.Settings, settings, file=file, key=key))
+    return ADAPTERS.get(name, file=file, key=key).from_settings(settings, file=file, key=key)

@@ -1,4 +1,4 @@
-"""The detector adapter interface: image → model feeds, model outputs → COCO detections; and its registry."""
+"""The detector adapter interface: image → model feeds, model outputs → COCO detections."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DetectorError
-from ..registry import Registry
+from ..registry import Field, Plugin
 from ..rows import Detections
 from .image import ImageMeta, prepare_image
-from .settings import ImageSettings
+from .settings import ImageSettings, fields_of
 
-__all__ = ["Adapter", "Prepared", "ADAPTERS", "finish"]
+__all__ = ["Adapter", "Prepared", "finish"]
 
 
 @dataclass(frozen=True)
@@ -27,16 +27,34 @@ class Prepared:
     meta: ImageMeta
 
 
-class Adapter(ABC):
+class Adapter(Plugin, ABC):
     """One detector family's pre- and post-processing around an ONNX model.
 
-    Subclasses set ``Settings`` (a frozen dataclass deriving from ImageSettings) and
+    Subclasses set ``Settings`` (a frozen dataclass deriving from ImageSettings, whose
+    fields are declared with ``setting()``: they are the plug-in's ``fields``) and
     implement ``output_names`` and ``decode``. Adapters hold no per-image state: one
     instance serves every image and can be pickled to workers.
     """
 
-    name: ClassVar[str]
+    plugin_kind = "detector adapter"
+    error = DetectorError
     Settings: ClassVar[type[ImageSettings]] = ImageSettings
+    fields: ClassVar[tuple[Field, ...]] = fields_of(ImageSettings)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.fields = fields_of(cls.Settings)
+
+    @classmethod
+    def check_together(cls, params: dict[str, Any], *, file: str | None, key: str | None) -> None:
+        cls.Settings(**params)  # its __post_init__ raises SettingProblem
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any] | None = None, *, file: str | None = None, key: str | None = None
+    ) -> Adapter:
+        """This adapter with ``settings`` validated (DetectorError names the bad key and what is allowed)."""
+        return cls(cls.Settings(**cls.check_settings(settings, file=file, key=key)))
 
     def __init__(self, settings: ImageSettings | None = None) -> None:
         self.settings = settings if settings is not None else self.Settings()
@@ -88,9 +106,6 @@ class Adapter(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
-
-
-ADAPTERS: Registry[type[Adapter]] = Registry("detector adapter", DetectorError)
 
 
 def finish(

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DetectorError
 from ..rows import Detections
-from .base import ADAPTERS, Adapter, finish
+from .base import Adapter, finish
 from .coco import COCO80_IDS, COCO_IDS
 from .image import ImageMeta
 from .settings import ImageSettings, SettingProblem, setting
@@ -45,7 +45,6 @@ class BoxesLabelsScoresSettings(ImageSettings):
                 raise SettingProblem("label_map", f"{bad} are not COCO category ids", "1…90 as in tasks.detectors.coco")
 
 
-@ADAPTERS.register("boxes-labels-scores")
 class BoxesLabelsScores(Adapter):
     """Rescales the model's own boxes to the image and maps its labels to COCO ids; no NMS (the model did it).
 

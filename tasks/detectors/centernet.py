@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DetectorError
 from ..rows import Detections
-from .base import ADAPTERS, Adapter, finish
+from .base import Adapter, finish
 from .coco import coco80_to_ids
 from .image import ImageMeta, nms, top_k
 from .settings import ImageSettings, SettingProblem, setting
@@ -62,7 +62,6 @@ def peaks(heatmap: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return value == local
 
 
-@ADAPTERS.register("centernet")
 class CenterNet(Adapter):
     """Decodes as the graph's own ``tower_0/detections`` branch does.
 

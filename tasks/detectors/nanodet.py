@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DetectorError
 from ..rows import Detections
-from .base import ADAPTERS, Adapter, finish
+from .base import Adapter, finish
 from .coco import coco80_to_ids
 from .image import ImageMeta, nms, top_k
 from .settings import ImageSettings, SettingProblem, setting
@@ -51,7 +51,6 @@ class NanoDetSettings(ImageSettings):
             raise SettingProblem("nms_iou", "must be in (0, 1]")
 
 
-@ADAPTERS.register("nanodet")
 class NanoDet(Adapter):
     """Cell centres at (col + 0.5, row + 0.5) × stride, as NanoDet's GFL head; boxes clipped to the input."""
 

@@ -1,32 +1,22 @@
-"""Adapter settings: frozen dataclasses checked once at the edge, with one-line errors naming the setting."""
+"""Adapter settings: frozen dataclasses whose fields are the plug-in form's typed Fields (tasks.registry)."""
 
 from __future__ import annotations
 
 import dataclasses
-import types
+import functools
 import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from ..errors import DetectorError
+from ..registry import Field, SettingProblem, describe_type
 
-__all__ = ["SettingProblem", "ImageSettings", "parse_settings", "setting", "settings_table"]
-
-S = TypeVar("S")
+__all__ = ["SettingProblem", "ImageSettings", "fields_of", "setting", "settings_table"]
 
 
-class SettingProblem(ValueError):
-    """Raised by a settings class's ``__post_init__``; becomes a DetectorError naming the setting."""
-
-    def __init__(self, name: str, message: str, allowed: Any = None) -> None:
-        super().__init__(message)
-        self.name, self.message, self.allowed = name, message, allowed
-
-
-def setting(default: Any, doc: str) -> Any:
-    """A dataclass field with its one-line documentation (shown by ``settings_table``)."""
-    return field(default=default, metadata={"doc": doc})
+def setting(default: Any, doc: str, **bounds: Any) -> Any:
+    """A dataclass field declared as a registry Field: default, one-line meaning, and
+    optional ``low``/``high``/``exclusive``/``choices`` (the type comes from the annotation)."""
+    return field(default=default, metadata={"doc": doc, **bounds})
 
 
 @dataclass(frozen=True)
@@ -64,107 +54,18 @@ class ImageSettings:
             raise SettingProblem("max_detections", "must be at least 1")
 
 
-def parse_settings(
-    cls: type[S], raw: Mapping[str, Any] | None, *, file: str | None = None, key: str | None = None
-) -> S:
-    """``cls(**raw)`` with types checked and coerced (lists → tuples, ints → floats)."""
-    raw = dict(raw or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+@functools.cache
+def fields_of(cls: type) -> tuple[Field, ...]:
+    """The settings dataclass ``cls`` as registry Fields (type from the annotation)."""
     hints = typing.get_type_hints(cls)
-    prefix = f"{key}." if key else ""
-    values = {}
-    for name, value in raw.items():
-        if name not in fields:
-            raise DetectorError(f"unknown setting {name!r}", file=file, key=f"{prefix}{name}", allowed=sorted(fields))
-        try:
-            values[name] = _coerce(value, hints[name])
-        except (TypeError, ValueError):
-            raise DetectorError(
-                f"{value!r} is not {_describe(hints[name])}",
-                file=file,
-                key=f"{prefix}{name}",
-                allowed=_choices(hints[name]),
-            ) from None
-    try:
-        return cls(**values)
-    except SettingProblem as problem:
-        raise DetectorError(
-            problem.message, file=file, key=f"{prefix}{problem.name}", allowed=problem.allowed
-        ) from None
+    return tuple(
+        Field(f.name, hints[f.name], f.default, f.metadata.get("doc", ""), **{
+            k: v for k, v in f.metadata.items() if k != "doc"
+        })
+        for f in dataclasses.fields(cls)
+    )
 
 
 def settings_table(cls: type) -> list[tuple[str, str, Any, str]]:
-    """(name, type, default, doc) of every setting: what the docs show and a test checks."""
-    hints = typing.get_type_hints(cls)
-    return [(f.name, _describe(hints[f.name]), f.default, f.metadata.get("doc", "")) for f in dataclasses.fields(cls)]
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        if value in args and type(value) is type(args[args.index(value)]):
-            return value
-        raise ValueError
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg)
-            except (TypeError, ValueError):
-                continue
-        raise ValueError
-    if origin is tuple:
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise TypeError
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise ValueError
-        return tuple(_coerce(v, a) for v, a in zip(value, args))
-    if hint is type(None):
-        if value is None:
-            return None
-        raise ValueError
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise TypeError
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise TypeError
-        return value
-    raise TypeError(f"unsupported setting type {hint!r}")
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_describe(args[0])}"
-        return f"a list of {len(args)} {_describe(args[0])}"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
-
-
-def _choices(hint: Any) -> list[Any] | None:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return list(args)
-    if origin in (typing.Union, types.UnionType):
-        found = [c for a in args for c in (_choices(a) or [])]
-        return found or None
-    return None
+    """(name, type, default, doc) of every setting of a settings dataclass."""
+    return [(f.name, describe_type(f.kind), f.default, f.doc) for f in fields_of(cls)]

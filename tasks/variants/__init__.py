@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import VariantError
 from ..registry import Registry
-from .base import Calibration, Option, Transformed, Variant, VariantModel, variant_key_digest
+from .base import Calibration, Field, Transformed, Variant, VariantModel, variant_key_digest
 from .fp16 import Fp16, Fp32
 from .nncodec_weights import NncodecWeights
 from .prune import PruneFilters, PruneMagnitude
@@ -24,7 +24,7 @@ from .quantize import Int8Dynamic, Int8Static
 __all__ = [
     "VARIANTS",
     "Calibration",
-    "Option",
+    "Field",
     "Transformed",
     "Variant",
     "VariantModel",
@@ -33,9 +33,11 @@ __all__ = [
     "variant_key",
 ]
 
-VARIANTS: Registry[type[Variant]] = Registry("model variant", VariantError)
-for _family in (Fp32, Fp16, Int8Dynamic, Int8Static, PruneMagnitude, PruneFilters, NncodecWeights):
-    VARIANTS.register(_family.name)(_family)
+VARIANTS: Registry[type[Variant]] = Registry(
+    "model variant",
+    VariantError,
+    (Fp32, Fp16, Int8Dynamic, Int8Static, PruneMagnitude, PruneFilters, NncodecWeights),
+)
 
 
 def variant(

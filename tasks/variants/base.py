@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import zlib
 from abc import ABC, abstractmethod
@@ -16,10 +15,11 @@ import onnx
 
 from ..errors import ModelError, VariantError
 from ..macs import count_macs, count_params
+from ..registry import Field, Plugin
 from ..rows import canonical_json
 
 __all__ = [
-    "Option",
+    "Field",
     "Variant",
     "VariantModel",
     "Transformed",
@@ -36,52 +36,6 @@ Calibration = Sequence[Mapping[str, np.ndarray]]
 # transmission_bytes of variants without a codec of their own: the serialized model
 # deflated at zlib's default level, so that sparse (pruned) weights show their gain.
 ZLIB_LEVEL = 6
-
-
-@dataclass(frozen=True)
-class Option:
-    """One setting of a variant family: its default and what values are allowed."""
-
-    default: Any
-    kind: type
-    help: str
-    choices: tuple[Any, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive: bool = False  # bounds are open (0 < ratio < 1)
-
-    def check(self, value: Any, *, key: str, file: str | None) -> Any:
-        if self.kind is bool:
-            if not isinstance(value, bool):
-                raise VariantError(f"expected true or false, got {value!r}", file=file, key=key)
-            return value
-        if self.kind is int:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                else:
-                    raise VariantError(f"expected an integer, got {value!r}", file=file, key=key)
-            value = int(value)
-        elif self.kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise VariantError(f"expected a number, got {value!r}", file=file, key=key)
-            value = float(value)
-            if not math.isfinite(value):
-                raise VariantError(f"expected a finite number, got {value!r}", file=file, key=key)
-        elif self.kind is str:
-            if not isinstance(value, str):
-                raise VariantError(f"expected a string, got {value!r}", file=file, key=key)
-            value = value.lower()
-        if self.choices is not None and value not in self.choices:
-            raise VariantError(f"invalid value {value!r}", file=file, key=key, allowed=self.choices)
-        lo, hi = self.minimum, self.maximum
-        if lo is not None and (value <= lo if self.exclusive else value < lo) or (
-            hi is not None and (value >= hi if self.exclusive else value > hi)
-        ):
-            brackets = "()" if self.exclusive else "[]"
-            span = f"{brackets[0]}{'' if lo is None else lo}, {'' if hi is None else hi}{brackets[1]}"
-            raise VariantError(f"{value!r} out of range", file=file, key=key, allowed=span)
-        return value
 
 
 @dataclass(frozen=True)
@@ -144,29 +98,19 @@ def serialize(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString()
 
 
-class Variant(ABC):
+class Variant(Plugin, ABC):
     """One model-variant family with validated settings; :meth:`build` makes the model.
 
-    Subclasses set ``name``, ``options`` and implement :meth:`transform`; they are
-    registered by name in ``tasks.variants``.
+    Subclasses set ``name`` and ``fields`` and implement :meth:`transform`; they are
+    listed in ``tasks.variants``' registry.
     """
 
-    name: ClassVar[str]
-    options: ClassVar[Mapping[str, Option]] = {}
+    plugin_kind = "model variant"
+    error = VariantError
     uses_calibration: ClassVar[bool] = False
 
     def __init__(self, settings: Mapping[str, Any] | None = None, *, file: str | None = None, key: str | None = None):
-        given = dict(settings or {})
-        unknown = sorted(set(given) - set(self.options))
-        if unknown:
-            where = f"{key}.{unknown[0]}" if key else unknown[0]
-            allowed = sorted(self.options) or "no settings"
-            raise VariantError(f"unknown setting for variant {self.name!r}", file=file, key=where, allowed=allowed)
-        values: dict[str, Any] = {}
-        for opt_name, opt in self.options.items():
-            where = f"{key}.{opt_name}" if key else opt_name
-            values[opt_name] = opt.check(given.get(opt_name, opt.default), key=where, file=file)
-        self.settings: Mapping[str, Any] = values
+        self.settings: Mapping[str, Any] = self.check_settings(settings, file=file, key=key)
         self.file = file
         self.key = key
 
@@ -180,7 +124,8 @@ class Variant(ABC):
 
     def label(self) -> str:
         """Short display label; families override for a field-style one."""
-        extras = " ".join(f"{k}={v}" for k, v in sorted(self.settings.items()) if v != self.options[k].default)
+        defaults = {f.name: f.default for f in self.fields}
+        extras = " ".join(f"{k}={v}" for k, v in sorted(self.settings.items()) if v != defaults[k])
         return f"{self.name} {extras}".strip()
 
     @abstractmethod

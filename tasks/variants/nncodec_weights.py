@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from ..codecs.nnc import decode_arrays, encode_arrays, qp_range, step_size
 from ..errors import CodecError, VariantError
-from .base import ZLIB_LEVEL, Calibration, Option, Transformed, Variant
+from .base import ZLIB_LEVEL, Calibration, Field, Transformed, Variant
 
 __all__ = ["NncodecWeights", "coded_weight_names"]
 
@@ -54,11 +54,11 @@ class NncodecWeights(Variant):
     """
 
     name = "nncodec-weights"
-    options = {
-        "qp": Option(-32, int, "NNCodec QP of weight tensors (Δ = 2^(qp/4))", minimum=-128, maximum=127),
-        "use_dq": Option(True, bool, "dependent (trellis) quantization: fewer bytes, error up to 2Δ"),
-        "relative": Option(False, bool, "per-tensor QP: step 2^(qp/4) times each weight tensor's std"),
-    }
+    fields = (
+        Field("qp", int, -32, "NNCodec QP of weight tensors (Δ = 2^(qp/4))", low=-128, high=127),
+        Field("use_dq", bool, True, "dependent (trellis) quantization: fewer bytes, error up to 2Δ"),
+        Field("relative", bool, False, "per-tensor QP: step 2^(qp/4) times each weight tensor's std"),
+    )
 
     def label(self) -> str:
         qp = f"qp={self.settings['qp']}" + ("·σ" if self.settings["relative"] else "")

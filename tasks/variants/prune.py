@@ -11,7 +11,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import VariantError
-from .base import Calibration, Option, Transformed, Variant
+from .base import Calibration, Field, Transformed, Variant
 
 __all__ = ["PruneMagnitude", "PruneFilters", "magnitude_masks"]
 
@@ -87,10 +87,10 @@ class PruneMagnitude(Variant):
     """
 
     name = "prune-magnitude"
-    options = {
-        "sparsity": Option(0.5, float, "fraction of prunable weights set to zero", minimum=0.0, maximum=1.0),
-        "scope": Option("layer", str, "per-layer or one global threshold", choices=("layer", "global")),
-    }
+    fields = (
+        Field("sparsity", float, 0.5, "fraction of prunable weights set to zero", low=0.0, high=1.0),
+        Field("scope", str, "layer", "per-layer or one global threshold", choices=("layer", "global")),
+    )
 
     def label(self) -> str:
         scope = "" if self.settings["scope"] == "layer" else " global"
@@ -310,11 +310,9 @@ class PruneFilters(Variant):
     """
 
     name = "prune-filters"
-    options = {
-        "ratio": Option(
-            0.25, float, "fraction of each prunable conv's filters removed", minimum=0.0, maximum=1.0, exclusive=True
-        ),
-    }
+    fields = (
+        Field("ratio", float, 0.25, "fraction of each prunable conv's filters removed", low=0.0, high=1.0, exclusive=True),
+    )
 
     def label(self) -> str:
         return f"prune-filters {self.settings['ratio'] * 100:g}%"

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from ..errors import VariantError
-from .base import Calibration, Option, Transformed, Variant
+from .base import Calibration, Field, Transformed, Variant
 
 __all__ = ["Int8Dynamic", "Int8Static"]
 
@@ -96,10 +96,10 @@ class Int8Dynamic(Variant):
     """
 
     name = "int8-dynamic"
-    options = {
-        "conv": Option(False, bool, "also quantize Conv weights (ConvInteger)"),
-        "per_channel": Option(False, bool, "one scale per output channel instead of per tensor"),
-    }
+    fields = (
+        Field("conv", bool, False, "also quantize Conv weights (ConvInteger)"),
+        Field("per_channel", bool, False, "one scale per output channel instead of per tensor"),
+    )
 
     def label(self) -> str:
         parts = ["int8-dynamic"]
@@ -271,15 +271,18 @@ class Int8Static(Variant):
 
     name = "int8-static"
     uses_calibration = True
-    options = {
-        "images": Option(8, int, "number of calibration images", minimum=1, maximum=10_000),
-        "method": Option("minmax", str, "calibration method", choices=("minmax", "entropy", "percentile")),
-        "per_channel": Option(True, bool, "one weight scale per output channel (false: per tensor)"),
-        "activations": Option("uint8", str, "activation integer type", choices=("uint8", "int8")),
-        "reduce_range": Option(
-            True, bool, "7-bit weights: the same results on every x86 CPU (false: 8-bit, exact only on VNNI CPUs)"
+    fields = (
+        Field("images", int, 8, "number of calibration images", low=1, high=10_000),
+        Field("method", str, "minmax", "calibration method", choices=("minmax", "entropy", "percentile")),
+        Field("per_channel", bool, True, "one weight scale per output channel (false: per tensor)"),
+        Field("activations", str, "uint8", "activation integer type", choices=("uint8", "int8")),
+        Field(
+            "reduce_range",
+            bool,
+            True,
+            "7-bit weights: the same results on every x86 CPU (false: 8-bit, exact only on VNNI CPUs)",
         ),
-    }
+    )
 
     def label(self) -> str:
         parts = ["int8-static", self.settings["method"], f"n={self.settings['images']}"]
