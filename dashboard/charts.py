@@ -14,7 +14,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from orchestrator.schema import BASELINE_SPLIT, split_label, split_labels
+from orchestrator.schema import BASELINE_CODEC, BASELINE_SPLIT, split_label, split_labels
 
 __all__ = [
     "METRICS",
@@ -39,8 +39,6 @@ X_AXES = {"coded_bytes": "coded bytes per image (log)", "ratio": "compression ra
 GROUPINGS = ("split", "codec", "variant")
 STAGES = ("head_s", "encode_s", "decode_s", "tail_s")
 _STAGE_NAMES = {"head_s": "head", "encode_s": "encode", "decode_s": "decode", "tail_s": "tail"}
-_BASELINE_SPLIT = BASELINE_SPLIT
-_BASELINE_CODEC = "none"
 
 
 def with_split_names(frame: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +72,7 @@ def curve_points(configs: pd.DataFrame, *, x: str = "coded_bytes", group: str = 
         raise ValueError(f"group must be one of {GROUPINGS}, got {group!r}")
     xs = _numbers(configs, x)
     ys = _numbers(configs, metric)
-    keep = (configs["split"].to_numpy() != _BASELINE_SPLIT) & np.isfinite(xs) & (xs > 0) & np.isfinite(ys)
+    keep = (configs["split"].to_numpy() != BASELINE_SPLIT) & np.isfinite(xs) & (xs > 0) & np.isfinite(ys)
     pts = configs[keep]
     columns = ["model", "variant", "split", "codec", "label", "coded_bytes", "bpp", "ratio", "ap", "ap50", "ap75", "delta_ap"]
     out = pts[[c for c in columns if c in pts.columns]].copy()
@@ -91,7 +89,7 @@ def curve_points(configs: pd.DataFrame, *, x: str = "coded_bytes", group: str = 
 
 def baseline_rules(configs: pd.DataFrame, *, metric: str = "ap") -> pd.DataFrame:
     """One horizontal rule per (model, variant): the unsplit, uncoded configuration's ``metric``."""
-    base = configs[(configs["split"] == _BASELINE_SPLIT) & (configs["codec"] == _BASELINE_CODEC)]
+    base = configs[(configs["split"] == BASELINE_SPLIT) & (configs["codec"] == BASELINE_CODEC)]
     values = _numbers(base, metric)
     base = base[np.isfinite(values)]
     out = pd.DataFrame(
@@ -177,7 +175,7 @@ def rate_accuracy_chart(
 def heatmap_frame(configs: pd.DataFrame, *, codec: str = "nncodec", metric: str = "ap") -> pd.DataFrame:
     """``metric`` by split × QP of one codec (split configurations with a QP)."""
     qp = _numbers(configs, "qp") if "qp" in configs.columns else np.full(len(configs), np.nan)
-    keep = (configs["codec"] == codec).to_numpy() & (configs["split"].to_numpy() != _BASELINE_SPLIT) & np.isfinite(qp)
+    keep = (configs["codec"] == codec).to_numpy() & (configs["split"].to_numpy() != BASELINE_SPLIT) & np.isfinite(qp)
     out = configs[keep][["model", "variant", "split", "label"]].copy()
     out["qp"] = qp[keep].astype("int64")
     out["split"] = out["split"].astype("int64")
@@ -209,7 +207,7 @@ def heatmap_chart(frame: pd.DataFrame, *, metric: str = "ap", title: str = "") -
 
 def raw_bytes_frame(configs: pd.DataFrame) -> pd.DataFrame:
     """Intermediate data size (float32 bytes of the cut tensors, mean per image) per split point."""
-    splits = configs[configs["split"] != _BASELINE_SPLIT]
+    splits = configs[configs["split"] != BASELINE_SPLIT]
     splits = splits.assign(raw_bytes=_numbers(splits, "raw_bytes"), split=splits["split"].astype("int64"))
     out = splits.groupby(["model", "variant", "split"], as_index=False, sort=True)["raw_bytes"].max()
     return with_split_names(out[np.isfinite(out["raw_bytes"].to_numpy(dtype=np.float64))].reset_index(drop=True))

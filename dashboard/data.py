@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import os
 import warnings
@@ -22,15 +21,22 @@ import streamlit as st
 
 from orchestrator.report import build_report, load_report
 from orchestrator.results import ResultsStore, StoreMeta, detections_by_row, latest_rows, open_results
-from orchestrator.schema import GROUND_TRUTH_FILE, META_FILE, REPORT_DIR, ROWS_DIR, SPEC_FILE, VARIANTS_DIR
+from orchestrator.schema import (
+    GROUND_TRUTH_FILE,
+    META_FILE,
+    PLAN_FILE,
+    REPORT_DIR,
+    ROWS_DIR,
+    SPEC_FILE,
+    SPLIT_TABLE,
+    VARIANT_TABLE,
+    codec_label,
+)
 from orchestrator.status import sweep_status
 from tasks.errors import ResultsError, SplitsweepError
 from tasks.rows import Detections
 
 __all__ = [
-    "PLAN_FILE",
-    "BASELINE_SPLIT",
-    "BASELINE_CODEC",
     "Note",
     "Filters",
     "apply_filters",
@@ -59,14 +65,6 @@ __all__ = [
     "load_image",
     "finite",
 ]
-
-PLAN_FILE = "plan.parquet"  # written by orchestrator.sweep next to the rows
-BASELINE_SPLIT = -1
-BASELINE_CODEC = "none"
-# orchestrator.variants.VARIANT_TABLE / SPLIT_TABLE, spelled out: importing that module
-# loads onnx and the variant builders, which a reader does not need.
-VARIANT_TABLE = f"{VARIANTS_DIR}/variants.parquet"
-SPLIT_TABLE = f"{VARIANTS_DIR}/splits.parquet"
 
 # Everything the report, the progress and the variant views are computed from. The
 # report itself is not part of it: the dashboard rewrites it, and it is a function of these.
@@ -139,24 +137,6 @@ def results_version(location: str) -> str:
 
 
 # -- configuration table (the report) ----------------------------------------------------
-
-
-def codec_label(codec: str, codec_params: str) -> str:
-    """The codec registry's short label (``nncodec qp=-18``); codecs this splitsweep does
-    not know (a plug-in not installed here) get ``codec k=v ...``."""
-    from tasks import codecs
-
-    try:
-        params = json.loads(codec_params) if codec_params else {}
-        return codecs.label(codecs.setting(codec, params))
-    except (SplitsweepError, ValueError, TypeError):
-        pass
-    try:
-        params = json.loads(codec_params) if codec_params else {}
-        extra = " ".join(f"{k}={v}" for k, v in sorted(params.items())) if isinstance(params, dict) else codec_params
-    except ValueError:
-        extra = str(codec_params)
-    return f"{codec} {extra}".strip()
 
 
 @dataclass(frozen=True, eq=False)
@@ -291,25 +271,17 @@ def read_progress(location: str) -> Progress:
         except ResultsError as exc:
             notes.append(Note("warning", f"Remaining tasks unknown: {exc}"))
         except (OSError, pa.ArrowException) as exc:
-            notes.append(Note("warning", f"plan.parquet unreadable, remaining tasks unknown: {exc}"))
+            notes.append(Note("warning", f"{PLAN_FILE} unreadable, remaining tasks unknown: {exc}"))
     else:
         notes.append(
-            Note("info", "No plan.parquet in this location (not written by `splitsweep run`): remaining tasks unknown.")
+            Note("info", f"No {PLAN_FILE} in this location (not written by `splitsweep run`): remaining tasks unknown.")
         )
     return Progress(rows, plan, tuple(notes), meta)
 
 
 def _plan_frame(status_rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    columns = ["model", "variant", "split", "codec", "codec_params", "qp", "tasks", "ok", "failed", "remaining"]
-    out = []
-    for r in status_rows:
-        # sweep_status names a setting "codec" or "codec {params json}".
-        codec, _, params = str(r["codec"]).partition(" ")
-        try:
-            qp = json.loads(params).get("qp") if params else None
-        except (ValueError, AttributeError):
-            qp = None
-        out.append({**r, "codec": codec, "codec_params": params or "{}", "qp": qp})
+    columns = ["model", "variant", "split", "codec", "codec_params", "label", "qp", "tasks", "ok", "failed", "remaining"]
+    out = [{**r, "codec": r["codec_name"], "label": r["codec"]} for r in status_rows]
     frame = pd.DataFrame(out, columns=columns)
     frame["split"] = frame["split"].astype("int64")
     frame["qp"] = pd.to_numeric(frame["qp"], errors="coerce").astype("Float64")

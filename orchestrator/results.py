@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from tasks.errors import ResultsError
 from tasks.rows import Detections
 
-from .schema import CONFIG_KEY
+from .schema import CONFIG_KEY, PLAN_FILE
 from .store import EVALUATION_MODES, DamagedPartWarning, ResultsStore, StoreMeta, latest_rows
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "read_plan",
 ]
 
-PLAN_FILE = "plan.parquet"  # every task of the latest run's plan (orchestrator.sweep writes it)
 
 
 def open_results(path: str | os.PathLike[str]) -> ResultsStore:
@@ -55,10 +54,10 @@ def read_plan(store: ResultsStore, columns: list[str] | None = None) -> pa.Table
     try:
         table = pq.read_table(io.BytesIO(data), columns=columns)
     except (OSError, pa.ArrowException) as exc:
-        raise ResultsError(f"plan.parquet is damaged ({type(exc).__name__}: {exc}); `splitsweep run` writes it "
+        raise ResultsError(f"{PLAN_FILE} is damaged ({type(exc).__name__}: {exc}); `splitsweep run` writes it "
                            "again", file=store.path(PLAN_FILE)) from None
     if "task_id" not in table.column_names:
-        raise ResultsError("plan.parquet has no task_id column", file=store.path(PLAN_FILE))
+        raise ResultsError(f"{PLAN_FILE} has no task_id column", file=store.path(PLAN_FILE))
     return table
 
 

@@ -1,9 +1,16 @@
-"""The results store's layout and the Arrow schema of task rows: the contract between
-the sweep, the report and the dashboard (docs/ARCHITECTURE.md has the table)."""
+"""The results store's layout, its shared constants and the label of a configuration: the
+contract between the sweep, status, the report and the dashboard (docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 import pyarrow as pa
+
+from tasks.errors import SplitsweepError
+from tasks.rows import INPUT_SPLIT, NO_SPLIT
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -16,11 +23,20 @@ __all__ = [
     "SPEC_FILE",
     "GROUND_TRUTH_FILE",
     "VARIANTS_DIR",
+    "PLAN_FILE",
+    "VARIANT_TABLE",
+    "SPLIT_TABLE",
+    "REPORT_FILE",
     "REMOTE_SPLIT",
     "BASELINE_SPLIT",
+    "BASELINE_CODEC",
     "SPLIT_LABELS",
     "split_label",
     "split_labels",
+    "codec_params_dict",
+    "codec_label",
+    "setting_label",
+    "codec_sort_key",
 ]
 
 # Bump when a column changes meaning or type; part of every task id, and a results
@@ -35,6 +51,10 @@ GROUND_TRUTH_FILE = "ground_truth.json"  # COCO dict of the images in the sweep
 ROWS_DIR = "rows"  # task rows, part-<run>-<seq>.parquet
 REPORT_DIR = "report"  # per-configuration report parquet files
 VARIANTS_DIR = "variants"  # built model variants and their cost table
+PLAN_FILE = "plan.parquet"  # every task of the latest run's plan (orchestrator.sweep writes it)
+VARIANT_TABLE = f"{VARIANTS_DIR}/variants.parquet"  # one row per built variant: sizes, MACs, build time
+SPLIT_TABLE = f"{VARIANTS_DIR}/splits.parquet"  # fp32 split → variant node, head / tail MACs
+REPORT_FILE = f"{REPORT_DIR}/configs.parquet"  # the per-configuration report (orchestrator.report)
 
 DETECTION_TYPE = pa.list_(
     pa.struct(
@@ -81,8 +101,9 @@ ROW_SCHEMA = pa.schema(
 
 # The two splits that are not a node index. Stored as numbers (sortable, int32 like the
 # others); shown to a person by split_label, and sorted numerically: input, unsplit, 0, 1, …
-REMOTE_SPLIT = -2  # remote inference (tasks.remote.INPUT_SPLIT): the picture coded, the whole model on the server
-BASELINE_SPLIT = -1  # unsplit: the whole model on the uncoded picture
+REMOTE_SPLIT = INPUT_SPLIT  # -2, remote inference: the picture coded, the whole model on the server
+BASELINE_SPLIT = NO_SPLIT  # -1, unsplit: the whole model on the uncoded picture
+BASELINE_CODEC = "none"  # the baseline's codec: nothing coded
 SPLIT_LABELS = {REMOTE_SPLIT: "input", BASELINE_SPLIT: "unsplit"}
 
 
@@ -106,3 +127,49 @@ def split_labels(splits) -> list[str]:
 
 # Everything but the image: one point on a rate–accuracy curve.
 CONFIG_KEY = ("model", "variant", "split", "codec", "codec_params")
+
+
+# -- the label of a configuration's coding ------------------------------------------------
+
+
+def codec_params_dict(codec_params: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A row's ``codec_params`` (canonical JSON) as a dict; None where it is not a JSON object."""
+    if isinstance(codec_params, Mapping):
+        return dict(codec_params)
+    try:
+        params = json.loads(codec_params) if codec_params else {}
+    except (TypeError, ValueError):
+        return None
+    return params if isinstance(params, dict) else None
+
+
+def codec_label(codec: str, codec_params: str | Mapping[str, Any] | None) -> str:
+    """THE label of a codec setting wherever a person reads it (plan, status, report,
+    dashboard): the codec registry's (``nncodec qp=-18``, ``uniform bits=4``); a codec this
+    installation does not know (a plug-in not installed here) reads ``codec k=v …``."""
+    from tasks import codecs
+
+    params = codec_params_dict(codec_params)
+    if params is None:
+        return f"{codec} {codec_params}".strip()
+    try:
+        return codecs.label(codecs.setting(codec, params))
+    except SplitsweepError:
+        return " ".join([str(codec), *(f"{k}={v}" for k, v in sorted(params.items()))])
+
+
+def setting_label(codec: str, codec_params: str | Mapping[str, Any] | None) -> str:
+    """``qp=-18``: :func:`codec_label` without the codec's name (the report's ``setting`` column)."""
+    return codec_label(codec, codec_params).removeprefix(str(codec)).strip()
+
+
+def codec_sort_key(codec: str, codec_params: str | Mapping[str, Any] | None) -> tuple:
+    """Orders codec settings by codec, then by their values as numbers (QP −26 before −10,
+    bits 4 before 16), whatever the label's text order."""
+    params = codec_params_dict(codec_params)
+    if params is None:
+        return (str(codec), 1, str(codec_params))
+    values = tuple(
+        (k, 0, float(v), "") if isinstance(v, (int, float)) else (k, 1, 0.0, str(v)) for k, v in sorted(params.items())
+    )
+    return (str(codec), 0, values)

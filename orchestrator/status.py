@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from tasks.errors import ResultsError
 
+from .schema import PLAN_FILE, codec_label, codec_params_dict, codec_sort_key
 from .store import ResultsStore, latest_rows
 
 __all__ = ["SweepStatus", "sweep_status"]
@@ -14,6 +15,10 @@ __all__ = ["SweepStatus", "sweep_status"]
 
 @dataclass(frozen=True)
 class SweepStatus:
+    """``rows``: one dict per configuration (model, variant, split, codec: its label,
+    codec_name, codec_params, qp, tasks, ok, failed, remaining), sorted by model, variant,
+    numeric split and numeric setting values."""
+
     rows: list[dict]
     totals: dict[str, int]
     errors: list[tuple[str, int]]
@@ -28,23 +33,25 @@ def sweep_status(location: str) -> SweepStatus:
 
     plan = read_plan(store)
     if plan is None:
-        raise ResultsError("no plan.parquet: the sweep never started", file=location)
+        raise ResultsError(f"no {PLAN_FILE}: the sweep never started", file=location)
     rows = latest_rows(store.read_rows(["task_id", "status", "error", "finished_at"]))
     status = dict(zip(rows["task_id"].to_pylist(), rows["status"].to_pylist()))
     counts: Counter = Counter()
     keys = []
     cols = [plan[c].to_pylist() for c in ("task_id", "model", "variant", "split", "codec", "codec_params")]
     for tid, model, variant, split, codec, params in zip(*cols):
-        label = codec if params in ("{}", None) else f"{codec} {params}"
-        key = (model, variant, split, label)
+        key = (model, variant, split, codec, params or "{}")
         if key not in counts:
             keys.append(key)
         counts[key] += 0
         counts[key + (status.get(tid, "remaining"),)] += 1
     out = []
-    for key in sorted(keys, key=lambda k: (k[0], k[1], k[2], k[3])):
+    for key in sorted(keys, key=lambda k: (k[0], k[1], k[2], codec_sort_key(k[3], k[4]))):
+        model, variant, split, codec, params = key
         ok, failed, rem = (counts[key + (s,)] for s in ("ok", "failed", "remaining"))
-        out.append(dict(zip(("model", "variant", "split", "codec"), key), tasks=ok + failed + rem, ok=ok, failed=failed, remaining=rem))
+        qp = (codec_params_dict(params) or {}).get("qp")
+        out.append(dict(model=model, variant=variant, split=split, codec=codec_label(codec, params), codec_name=codec,
+                        codec_params=params, qp=qp, tasks=ok + failed + rem, ok=ok, failed=failed, remaining=rem))
     totals = {k: sum(r[k] for r in out) for k in ("tasks", "ok", "failed", "remaining")}
     planned = set(cols[0])
     errors = Counter(e for t, s, e in zip(rows["task_id"].to_pylist(), rows["status"].to_pylist(), rows["error"].to_pylist())

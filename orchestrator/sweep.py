@@ -18,7 +18,7 @@ from .execute import ExecutionStats, RayOptions, cluster_cpus, connect, run_unit
 from .lease import Lease
 from .plan import Plan, WorkUnit, build_plan
 from .progress import Progress
-from .schema import GROUND_TRUTH_FILE
+from .schema import GROUND_TRUTH_FILE, PLAN_FILE
 from .spec import Spec
 from .store import ResultsStore
 from .variants import VariantBuild, build_variants
@@ -26,7 +26,6 @@ from .worker import ModelPayload, UnitPayload, UnitTask, failed_rows
 
 __all__ = ["SweepOptions", "SweepResult", "Terminated", "run_sweep", "evaluation_mode"]
 
-PLAN_FILE = "plan.parquet"
 SELECTION_FILE = "selection.json"
 
 

@@ -20,11 +20,9 @@ import time
 from .codecs.image import ImageCodec, image_psnr
 from .detectors.image import input_image
 from .errors import CodecError
-from .rows import CodecSetting, Detections, TaskResult
+from .rows import INPUT_SPLIT, CodecSetting, Detections, TaskResult
 
 __all__ = ["INPUT_SPLIT", "remote_task"]
-
-INPUT_SPLIT = -2  # rows' split for remote inference: the coded picture, the whole model on the server
 
 
 def remote_task(runner, adapter, head, setting: CodecSetting, codec) -> tuple[TaskResult, Detections]:

@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Detections", "CodecSetting", "canonical_json", "TaskResult"]
+__all__ = ["Detections", "CodecSetting", "canonical_json", "TaskResult", "NO_SPLIT", "INPUT_SPLIT"]
+
+# The two splits of a row that are not a node index (orchestrator.schema re-exports them
+# with their display labels): stored as numbers, so they sort and stay int32.
+NO_SPLIT = -1  # the unsplit, uncompressed model: the baseline of every (model, variant)
+INPUT_SPLIT = -2  # remote inference: the coded picture, the whole model on the server
 
 
 def canonical_json(params: Mapping[str, Any]) -> str:
@@ -91,13 +96,6 @@ class CodecSetting:
     def qp(self) -> int | None:
         qp = self.params.get("qp")
         return None if qp is None else int(qp)
-
-    @property
-    def label(self) -> str:
-        """Short human label, e.g. ``nncodec qp=-18`` or ``uniform bits=8``."""
-        if not self.params:
-            return self.codec
-        return self.codec + " " + " ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
 
     def __hash__(self) -> int:
         return hash((self.codec, self.canonical))

@@ -9,12 +9,10 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from orchestrator.schema import split_label
+from orchestrator.schema import BASELINE_CODEC, BASELINE_SPLIT, split_label
 from tasks.rows import Detections
 
 from ..data import (
-    BASELINE_CODEC,
-    BASELINE_SPLIT,
     finite,
     load_ground_truth,
     load_image,

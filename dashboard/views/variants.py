@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from orchestrator.schema import BASELINE_CODEC, BASELINE_SPLIT, SPLIT_TABLE
+
 from ..data import Filters, VariantTables, apply_filters, load_variants
 from . import ViewContext, show_notes
 
@@ -31,7 +33,7 @@ def variant_frame(configs: pd.DataFrame | None, variants: pd.DataFrame | None) -
     if variants is not None and not variants.empty:
         parts.append(variants[keys + [c for c in _SIZE_COLUMNS if c in variants.columns]].drop_duplicates(keys))
     if configs is not None:
-        base = configs[(configs["split"] == -1) & (configs["codec"] == "none")][keys + ["ap", "ap50"]]
+        base = configs[(configs["split"] == BASELINE_SPLIT) & (configs["codec"] == BASELINE_CODEC)][keys + ["ap", "ap50"]]
         parts.append(base.drop_duplicates(keys))
     if not parts:
         return pd.DataFrame(columns=keys)
@@ -90,6 +92,6 @@ def render(ctx: ViewContext) -> None:
     macs = split_macs_frame(tables.splits, ctx.filters)
     st.subheader("Head / tail MACs per split point")
     if macs is None:
-        st.info("No splits table (variants/splits.parquet): head / tail MACs unknown.")
+        st.info(f"No splits table ({SPLIT_TABLE}): head / tail MACs unknown.")
     else:
         st.dataframe(macs, hide_index=True, width="stretch", key="split_macs_table")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-NAME = "plan"
-HELP = "Show the tasks and work units a spec makes, and how many are already stored."
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("spec", help="sweep spec (YAML)")
@@ -17,7 +14,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from orchestrator.plan import build_plan
-    from orchestrator.schema import split_label
+    from orchestrator.schema import codec_label, codec_sort_key, split_label
     from orchestrator.spec import load_spec
     from orchestrator.store import ResultsStore
     from orchestrator.table import format_table
@@ -32,10 +29,11 @@ def run(args) -> int:
     rows = []
     by = Counter()
     for t in plan.tasks:
-        by[(t.model, t.variant, t.split, t.setting.label, status.get(t.task_id, "remaining"))] += 1
-    keys = sorted({k[:4] for k in by})
+        by[(t.model, t.variant, t.split, t.setting, status.get(t.task_id, "remaining"))] += 1
+    # the same label and order as `status`: settings by value (QP -26 before -10)
+    keys = sorted({k[:4] for k in by}, key=lambda k: (k[0], k[1], k[2], codec_sort_key(k[3].codec, k[3].params)))
     for k in keys:
-        rows.append({"model": k[0], "variant": k[1], "split": split_label(k[2]), "codec": k[3],
+        rows.append({"model": k[0], "variant": k[1], "split": split_label(k[2]), "codec": codec_label(k[3].codec, k[3].params),
                      "tasks": sum(by[k + (s,)] for s in ("ok", "failed", "remaining")),
                      "ok": by[k + ("ok",)], "failed": by[k + ("failed",)], "remaining": by[k + ("remaining",)]})
     print(format_table(rows, ["model", "variant", "split", "codec", "tasks", "ok", "failed", "remaining"]))
@@ -54,9 +52,8 @@ def run(args) -> int:
 def split_sizes_text(plan, m) -> str:
     """The per-split table of one model: feature maps and shape tensors crossing each cut,
     with sizes measured on the dataset's first image where shape inference cannot tell them."""
-    from orchestrator.commands.inspect import human_bytes
     from orchestrator.cutsizes import measure_on_first_image
-    from orchestrator.table import format_table
+    from orchestrator.table import format_table, human_bytes
     from tasks.graph import SplitGraph
     from tasks.work import describe_error
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-NAME = "status"
-HELP = "Show done / failed / remaining tasks of a results location, per model, split and codec."
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("results", help="results directory or URI")
