@@ -56,19 +56,25 @@ import pyarrow.parquet as pq
 
 from orchestrator.datasets import ImageRecord
 from orchestrator.results import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
-from orchestrator.schema import BASELINE_SPLIT, CONFIG_KEY, GROUND_TRUTH_FILE, REPORT_DIR, ROWS_DIR, SCHEMA_VERSION
-from tasks.codecs import label as codec_label
-from tasks.errors import ResultsError, SplitsweepError
+from orchestrator.schema import (
+    BASELINE_CODEC,
+    BASELINE_SPLIT,
+    CONFIG_KEY,
+    GROUND_TRUTH_FILE,
+    REPORT_FILE,
+    ROWS_DIR,
+    SCHEMA_VERSION,
+    setting_label,
+)
+from tasks.errors import ResultsError
 from tasks.metrics import CocoMetrics, GroundTruth, coco_metrics, matched_iou, reference_ground_truth
-from tasks.rows import CodecSetting, Detections
+from tasks.rows import Detections
 
-__all__ = ["REPORT_FILE", "REPORT_COLUMNS", "ReportResult", "ReportWarning", "build_report", "load_report", "with_kbps"]
+__all__ = ["REPORT_FILE", "REPORT_COLUMNS", "MPEG_COLUMNS", "mpeg_columns", "ReportResult", "ReportWarning", "build_report", "load_report", "with_kbps"]
 
-REPORT_FILE = "configs.parquet"
 # Bump when scoring changes meaning: stored scores of an older format are recomputed.
 REPORT_FORMAT = 3  # 2: ratio and saving against float32_bytes; 3: miou
 REFERENCE_VARIANT = "fp32"
-BASELINE_CODEC = "none"
 MIOU_THRESHOLD = 0.5  # miou's detection threshold in ground-truth evaluation (the reference default)
 
 METRIC_COLUMNS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100")
@@ -107,6 +113,52 @@ class ReportResult:
     skipped_parts: tuple[str, ...]  # damaged part files left out
 
 
+# CSV header: the columns MPEG feature-coding reports lead with, then everything else.
+MPEG_COLUMNS: dict[str, str] = {
+    "model": "model",
+    "variant": "variant",
+    "split": "split",
+    "codec": "codec",
+    "qp": "qp",
+    "coded_bytes": "bytes",
+    "bpp": "bpp",
+    "kbps": "kbps",  # video sweeps only: at the video's frame rate
+    "ratio": "ratio",
+    "ap": "AP",
+    "ap50": "AP50",
+    "ap75": "AP75",
+    "ap_small": "APs",
+    "ap_medium": "APm",
+    "ap_large": "APl",
+    "ar100": "AR100",
+    "miou": "mIoU",
+    "delta_ap": "delta_AP",
+    "ap_uncompressed": "AP_uncompressed",
+    "saving": "saving",
+    "raw_bytes": "raw_bytes",
+    "side_bytes": "side_bytes",
+    "setting": "setting",
+    "codec_params": "codec_params",
+    "n_images": "n_images",
+    "n_failed": "n_failed",
+    "n_scored": "n_scored",
+    "n_common": "n_common",
+    "feature_psnr": "feature_psnr",
+    "head_s": "head_s",
+    "encode_s": "encode_s",
+    "decode_s": "decode_s",
+    "tail_s": "tail_s",
+    "front_bytes_ap": "pareto",
+}
+
+
+def mpeg_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The configuration table with MPEG-style column names and order (for CSV)."""
+    present = [c for c in MPEG_COLUMNS if c in table.columns]
+    return table[present].rename(columns=MPEG_COLUMNS)
+
+
+
 def _score(gt: GroundTruth, dets_by_image: Mapping[int, Detections], image_ids: Iterable[int]) -> CocoMetrics:
     """COCO bbox metrics (fractions 0–1, NaN where undefined) of ``dets_by_image`` on ``image_ids``.
 
@@ -118,21 +170,6 @@ def _score(gt: GroundTruth, dets_by_image: Mapping[int, Detections], image_ids: 
 
 def _digest(*parts: object) -> str:
     return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
-
-
-def _setting_label(codec: str, codec_params: str) -> str:
-    """``qp=-18``: the codec's short label (its rate knob and non-default settings), without
-    the codec's name, which has its own column."""
-    try:
-        params = json.loads(codec_params) if codec_params else {}
-    except ValueError:
-        return codec_params
-    if not isinstance(params, dict):
-        return codec_params
-    try:
-        return codec_label(CodecSetting(codec, params)).removeprefix(codec).strip()
-    except SplitsweepError:  # a codec this installation does not know: show what is stored
-        return " ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
 def _aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
@@ -176,7 +213,7 @@ def _aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, np.ndarray]]
         int(c): np.unique(ids)
         for c, ids in zip(cfg_sorted[starts], np.split(ok["image_id"].to_numpy()[order], starts[1:]))
     } if len(starts) else {}
-    configs["setting"] = [_setting_label(c, p) for c, p in zip(configs["codec"], configs["codec_params"])]
+    configs["setting"] = [setting_label(c, p) for c, p in zip(configs["codec"], configs["codec_params"])]
     return configs, image_sets
 
 
@@ -296,7 +333,7 @@ def build_report(
     configs, image_sets = _aggregate(rows)
     job = _Rescore(store, configs, image_sets, rows[(rows["status"] == "ok").to_numpy()])
 
-    report_path = f"{REPORT_DIR}/{REPORT_FILE}"
+    report_path = REPORT_FILE
     ap_ids, delta_ids = job.carry_over(_load_previous(store, report_path, force=force))
     job.read(ap_ids, delta_ids)
     job.score(ap_ids, workers=workers)
@@ -540,7 +577,7 @@ def with_kbps(table: pd.DataFrame, frame_rate: float | None) -> pd.DataFrame:
 def load_report(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The stored configuration table, without rebuilding it (for readers such as the dashboard)."""
     store = ResultsStore(str(results_dir))
-    relpath = f"{REPORT_DIR}/{REPORT_FILE}"
+    relpath = REPORT_FILE
     try:
         return pq.read_table(io.BytesIO(store.read_bytes(relpath))).to_pandas()
     except FileNotFoundError:

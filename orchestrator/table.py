@@ -11,14 +11,18 @@ import pandas as pd
 __all__ = ["format_table", "human_bytes", "render_columns", "fmt_float", "fmt_pct"]
 
 
-def human_bytes(n: float | None) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
+def human_bytes(n: int | None) -> str:
+    """Bytes in binary units (``1.5 KiB``), ``?`` when unknown: the sizes `inspect` and `plan` print."""
+    if n is None:
+        return "?"
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 def _cell(value: Any) -> str:

@@ -15,15 +15,14 @@ from .codecs import Codec, build
 from .codecs.image import ImageCodec
 from .errors import CodecError, SplitsweepError
 from .remote import INPUT_SPLIT, remote_task
-from .rows import CodecSetting, Detections, TaskResult
+from .rows import NO_SPLIT, CodecSetting, Detections, TaskResult
 from .tensorkinds import is_feature_map
 
 __all__ = [
-    "HeadOutput", "TaskOutcome", "run_head", "run_tasks", "run_unit", "distortion", "float_range", "float32_bytes",
+    "HeadOutput", "TaskOutcome", "run_head", "run_tasks", "distortion", "float_range", "float32_bytes",
     "NO_SPLIT", "INPUT_SPLIT",
 ]  # fmt: skip
 
-NO_SPLIT = -1  # the unsplit, uncompressed model: the baseline of every (model, variant)
 
 
 @dataclass(frozen=True)
@@ -87,10 +86,6 @@ def run_tasks(
         except Exception as exc:  # noqa: BLE001 - recorded as a failed row, see docstring
             outcomes.append(TaskOutcome(split, setting, None, None, describe_error(exc)))
     return outcomes
-
-
-def run_unit(runner, adapter, rgb: np.ndarray, tasks: Sequence[tuple[int, CodecSetting]], **kwargs) -> list[TaskOutcome]:
-    return run_tasks(runner, adapter, run_head(runner, adapter, rgb), tasks, **kwargs)
 
 
 def describe_error(exc: BaseException) -> str:

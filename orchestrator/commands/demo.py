@@ -7,9 +7,6 @@ import shutil
 import sys
 from pathlib import Path
 
-NAME = "demo"
-HELP = "Fetch the demo detector and photos if needed, run the demo sweep on local Ray, print the summary."
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--output", default="results/demo", help="results directory (default: results/demo)")

@@ -11,10 +11,9 @@ from typing import Any
 from tasks.errors import SpecError, SplitsweepError
 from tasks.graph import SplitGraph, SplitPoint, TensorInfo, format_ranges
 
-__all__ = ["NAME", "HELP", "add_arguments", "run", "human_bytes", "parse_input_shape", "suggest", "Suggestion"]
+from ..table import human_bytes
 
-NAME = "inspect"
-HELP = "List the split points of an ONNX model: cut tensors, shapes and bytes per node."
+__all__ = ["add_arguments", "run", "human_bytes", "parse_input_shape", "suggest", "Suggestion"]
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -58,19 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-maps", type=int, default=4, metavar="N",
                         help="--suggest: at most N feature maps cross the cut (default 4)")
     parser.add_argument("--plot", metavar="FILE", help="draw cut bytes and head MACs against node index (.png / .svg)")
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _tensor_text(info: TensorInfo) -> str:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table
 from orchestrator.pareto import cheapest_within, report_fronts
-from orchestrator.report import build_report, with_kbps
+from orchestrator.report import MPEG_COLUMNS, build_report, mpeg_columns, with_kbps
 from orchestrator.results import open_results
 from orchestrator.schema import split_label
 from orchestrator.table import fmt_float as _fmt
@@ -22,51 +22,7 @@ from orchestrator.table import fmt_pct as _pct
 from orchestrator.table import render_columns as _render
 from tasks.errors import ResultsError
 
-__all__ = ["NAME", "HELP", "add_arguments", "run", "mpeg_columns", "MPEG_COLUMNS", "bd_for", "fmt_split"]
-
-NAME = "report"
-HELP = (
-    "Per-configuration COCO AP, bytes, bits per pixel and compression ratio of a results directory; "
-    "BD-rate and BD-AP against remote inference (the image coded, the whole model on the server) or an anchor codec."
-)
-
-# CSV header: the columns MPEG feature-coding reports lead with, then everything else.
-MPEG_COLUMNS: dict[str, str] = {
-    "model": "model",
-    "variant": "variant",
-    "split": "split",
-    "codec": "codec",
-    "qp": "qp",
-    "coded_bytes": "bytes",
-    "bpp": "bpp",
-    "kbps": "kbps",  # video sweeps only: at the video's frame rate
-    "ratio": "ratio",
-    "ap": "AP",
-    "ap50": "AP50",
-    "ap75": "AP75",
-    "ap_small": "APs",
-    "ap_medium": "APm",
-    "ap_large": "APl",
-    "ar100": "AR100",
-    "miou": "mIoU",
-    "delta_ap": "delta_AP",
-    "ap_uncompressed": "AP_uncompressed",
-    "saving": "saving",
-    "raw_bytes": "raw_bytes",
-    "side_bytes": "side_bytes",
-    "setting": "setting",
-    "codec_params": "codec_params",
-    "n_images": "n_images",
-    "n_failed": "n_failed",
-    "n_scored": "n_scored",
-    "n_common": "n_common",
-    "feature_psnr": "feature_psnr",
-    "head_s": "head_s",
-    "encode_s": "encode_s",
-    "decode_s": "decode_s",
-    "tail_s": "tail_s",
-    "front_bytes_ap": "pareto",
-}
+__all__ = ["add_arguments", "run", "mpeg_columns", "MPEG_COLUMNS", "bd_for", "fmt_split"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,12 +78,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def mpeg_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """The configuration table with MPEG-style column names and order (for CSV)."""
-    present = [c for c in MPEG_COLUMNS if c in table.columns]
-    return table[present].rename(columns=MPEG_COLUMNS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import sys
 
-NAME = "run"
-HELP = "Run or resume a sweep: only tasks not yet stored are run."
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("spec", help="sweep spec (YAML)")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import sys
 
-NAME = "validate"
-HELP = "Check a sweep spec (keys, models, split points, codecs, dataset) without running anything."
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("spec", help="sweep spec (YAML)")
