@@ -20,12 +20,10 @@ from tasks.images import decode_image
 from tasks.macs import count_macs, split_macs
 from tasks.work import describe_error
 
-from .schema import VARIANTS_DIR
+from .schema import SPLIT_TABLE, VARIANT_TABLE, VARIANTS_DIR
 
 __all__ = ["VariantBuild", "SplitMapping", "build_variants", "map_splits", "map_split_points", "VARIANT_TABLE", "SPLIT_TABLE"]
 
-VARIANT_TABLE = f"{VARIANTS_DIR}/variants.parquet"
-SPLIT_TABLE = f"{VARIANTS_DIR}/splits.parquet"
 
 
 @dataclass
@@ -38,6 +36,29 @@ class VariantBuild:
     split_errors: dict[int, str] = field(default_factory=dict)  # sweep splits the variant cannot take, and why
     cost: dict[str, Any] = field(default_factory=dict)
     splits: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """One variant of one model on its way to a VariantBuild: a Ray build in flight
+    (``ref``), or its bytes already at hand (fp32, or found in the store)."""
+
+    model: Any  # plan.ModelPlan
+    variant: Any  # plan.VariantRef
+    base: onnx.ModelProto
+    digest: str
+    ref: Any = None
+    data: bytes | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build task returns: the variant's ONNX bytes and cost info, or the error text."""
+
+    model_bytes: bytes = b""
+    info: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -133,7 +154,8 @@ def build_variants(plan, store, *, out: TextIO) -> dict[str, VariantBuild]:
     the cluster's CPUs), or taken from the store when this content was built before."""
     import ray
 
-    pending, builds = {}, {}
+    pending: dict[str, _Pending] = {}
+    builds: dict[str, VariantBuild] = {}
     records = list(plan.records)
     for m in plan.models:
         data = Path(m.path).read_bytes()
@@ -147,31 +169,32 @@ def build_variants(plan, store, *, out: TextIO) -> dict[str, VariantBuild]:
             cached = f"{VARIANTS_DIR}/{digest}.onnx"
             meta_file = f"{VARIANTS_DIR}/{digest}.json"
             if v.name == "fp32":
-                pending[key] = (None, m, v, base, data, digest)
+                pending[key] = _Pending(m, v, base, digest, data=data)
                 continue
             if store.exists(cached) and store.exists(meta_file):
                 info = store.read_json(meta_file)
-                pending[key] = (None, m, v, base, store.read_bytes(cached), digest, info)
+                pending[key] = _Pending(m, v, base, digest, data=store.read_bytes(cached), info=info)
                 continue
             if model_ref is None:
                 model_ref = ray.put(data)
             images = [plan.dataset.image_bytes(r) for r in records if r.image_id in set(calib)]
             out.write(f"variants: building {m.name} {v.label}" + (f" (calibration: {len(images)} images)" if images else "") + "\n")
             ref = _build_task().remote(model_ref, v.name, dict(v.params), m.spec.adapter_type, dict(m.spec.adapter_settings), images)
-            pending[key] = (ref, m, v, base, None, digest)
-    for key, entry in pending.items():
-        ref, m, v, base, data, digest = entry[:6]
-        info: dict[str, Any] = entry[6] if len(entry) > 6 else {}
-        if ref is not None:
-            result = ray.get(ref)
-            if isinstance(result, str):
-                builds[key] = VariantBuild(key, None, error=result, cost={"model": m.name, "variant": v.label, "error": result})
-                out.write(f"variants: {key} failed: {result}\n")
+            pending[key] = _Pending(m, v, base, digest, ref=ref)
+    for key, p in pending.items():
+        data, info = p.data, p.info
+        if p.ref is not None:
+            result: BuildResult = ray.get(p.ref)
+            if result.error is not None:
+                cost = {"model": p.model.name, "variant": p.variant.label, "error": result.error}
+                builds[key] = VariantBuild(key, None, error=result.error, cost=cost)
+                out.write(f"variants: {key} failed: {result.error}\n")
                 continue
-            data, info = result
-            store.write_bytes(f"{VARIANTS_DIR}/{digest}.onnx", data)
-            store.write_json(f"{VARIANTS_DIR}/{digest}.json", info)
-        builds[key] = _finish(key, m, v, base, data, info, digest)
+            data, info = result.model_bytes, result.info
+            store.write_bytes(f"{VARIANTS_DIR}/{p.digest}.onnx", data)
+            store.write_json(f"{VARIANTS_DIR}/{p.digest}.json", info)
+        assert data is not None
+        builds[key] = _finish(key, p.model, p.variant, p.base, data, info, p.digest)
     _write_tables(store, builds)
     return builds
 
@@ -239,8 +262,10 @@ def _write_tables(store, builds: dict[str, VariantBuild]) -> None:
         store.write_bytes(relpath, buf.getvalue())
 
 
-def _build_one(model_bytes: bytes, name: str, settings: dict, adapter: str, adapter_settings: dict, images: list[bytes]):
-    """Runs on a Ray worker: (model bytes, cost info) or the error text."""
+def _build_one(
+    model_bytes: bytes, name: str, settings: dict, adapter: str, adapter_settings: dict, images: list[bytes]
+) -> BuildResult:
+    """Runs on a Ray worker: the variant's bytes and cost info, or the error text."""
     try:
         v = variant_registry.variant(name, settings)
         calibration = None
@@ -249,13 +274,13 @@ def _build_one(model_bytes: bytes, name: str, settings: dict, adapter: str, adap
             calibration = [dict(ad.preprocess(decode_image(img, name=f"calibration image {i}")).feeds) for i, img in enumerate(images)]
         built = v.build(model_bytes, calibration=calibration)
     except Exception as exc:  # noqa: BLE001 - a variant that cannot be built fails alone
-        return describe_error(exc)
+        return BuildResult(error=describe_error(exc))
     info = {
         "file_bytes": built.file_bytes, "transmission_bytes": built.transmission_bytes, "transmission": built.transmission,
         "params": built.params, "nonzero_params": built.nonzero_params, "macs": built.macs,
         "build_s": built.build_s, "notes": list(built.notes),
     }
-    return built.model_bytes, info
+    return BuildResult(built.model_bytes, info)
 
 
 @functools.cache
