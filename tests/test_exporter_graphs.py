@@ -254,7 +254,7 @@ evaluation: {{mode: reference}}
 models:
   - name: exp
     path: exp.onnx
-    adapter: {json.dumps(ADAPTER)}
+    adapter: {json.dumps({ADAPTER["type"]: {k: v for k, v in ADAPTER.items() if k != "type"}})}
     splits: [transform/resize, backbone.body.layer2]
 codecs:
   none: {{}}

@@ -30,7 +30,7 @@ from orchestrator.cli import main
 from orchestrator.datasets import path_image_id
 from orchestrator.lease import LEASE_FILE
 from orchestrator.store import ResultsStore, latest_rows
-from tests.tinydet import adapter_settings, photo, tiny_detector, write_coco_folder
+from tests.tinydet import adapter_spec, photo, tiny_detector, write_coco_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -72,7 +72,7 @@ dataset: {dataset}
 models:
   - name: tinydet
     path: {model}
-    adapter: {json.dumps(adapter_settings())}
+    adapter: {json.dumps(adapter_spec())}
     splits: {splits}
 codecs:
 {codecs}

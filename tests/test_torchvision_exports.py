@@ -111,7 +111,7 @@ evaluation: {{mode: reference}}
 models:
   - name: {name}
     path: {model}
-    adapter: {{type: boxes-labels-scores, input_size: [{size}, {size}], score_threshold: 0.0}}
+    adapter: {{boxes-labels-scores: {{input_size: [{size}, {size}], score_threshold: 0.0}}}}
     splits: {json.dumps(splits)}
 codecs:
 {_CODECS}""",
@@ -133,7 +133,7 @@ evaluation: {{mode: reference}}
 models:
   - name: frcnn
     path: {model}
-    adapter: {{type: boxes-labels-scores, input_size: [800, 800], score_threshold: 0.0}}
+    adapter: {{boxes-labels-scores: {{input_size: [800, 800], score_threshold: 0.0}}}}
     variants:
       - fp32
       - fp16

@@ -17,7 +17,7 @@ import pytest
 from orchestrator.bdrate import bd_table
 from orchestrator.report import build_report, with_kbps
 from orchestrator.spec import load_spec
-from tests.tinydet import adapter_settings, photo, tiny_detector
+from tests.tinydet import adapter_spec, photo, tiny_detector
 
 ROOT = Path(__file__).resolve().parent.parent
 FPS = 15.0
@@ -49,7 +49,7 @@ dataset: {{type: video, path: {video}}}
 models:
   - name: tinydet
     path: {model}
-    adapter: {json.dumps(adapter_settings())}
+    adapter: {json.dumps(adapter_spec())}
     splits: [input, 3]
 codecs:
   jpeg: {{quality: [10, 30, 50, 70, 90]}}

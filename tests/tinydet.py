@@ -39,6 +39,12 @@ def adapter_settings(size: int = SIZE) -> dict:
 ADAPTER = adapter_settings()
 
 
+def adapter_spec(size: int = SIZE) -> dict:
+    """The adapter as a spec names it: {name: {settings}}."""
+    settings = adapter_settings(size)
+    return {settings.pop("type"): settings}
+
+
 def tiny_detector(seed: int = 0, *, size: int = SIZE, depth: int = 0) -> onnx.ModelProto:
     """images (1,3,size,size) → boxes (K,4) xyxy input pixels, labels (K,), scores (K,).
 
@@ -126,7 +132,7 @@ dataset: {{type: coco, images: {images}, annotations: {annotations}}}
 models:
   - name: tinydet
     path: {model}
-    adapter: {json.dumps(adapter_settings(size))}
+    adapter: {json.dumps(adapter_spec(size))}
     splits: {splits}
 codecs:
 {codecs}
