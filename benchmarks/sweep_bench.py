@@ -39,6 +39,7 @@ from orchestrator.demo_data import ensure_demo_images  # noqa: E402
 GRIDS = {
     "cheap": "  none: {zstd: [0, 3]}\n  float16: {zstd: [0, 3]}\n  bfloat16: {}\n  uniform: {bits: [8, 4]}\n",
     "nncodec": "  nncodec: {qp: [-38, -26, -18, -14, -10, -6, -4, 0]}\n",
+    "float16": "  float16: {}\n",
 }
 SPLITS = [20, 100, 246]
 

@@ -9,7 +9,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from .progress import Progress
 from .store import PartWriter
 from .worker import ModelPayload, SweepWorker, UnitPayload, failed_rows
 
-__all__ = ["RayOptions", "connect", "ExecutionStats", "run_units", "cluster_cpus"]
+__all__ = ["RayOptions", "connect", "ExecutionStats", "run_units", "cluster_cpus", "spread_units"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,32 @@ class ExecutionStats:
     worker_rss_mb: float = 0.0  # largest resident memory of a worker at the end
     worker_maxrss_mb: float = 0.0  # largest peak resident memory of a worker
     worker_busy_s: float = 0.0  # wall time the workers spent in units, summed
+    shared_heads: int = 0  # head runs sent through the object store to the pieces of a spread unit
+
+
+def spread_units(units: Sequence, workers: int) -> list:
+    """Every worker busy: with fewer units than workers, cut units into pieces (in proportion
+    to their size) until there are as many as workers; pieces of one head run share it
+    (``shared_head``): it runs once and reaches the other workers through the object store.
+    With as many units as workers or more, units are kept whole (each worker keeps its
+    image's head locally, nothing crosses the network)."""
+    units = list(units)
+    if workers <= 1 or not units or len(units) >= workers:
+        return units
+    n = [1] * len(units)
+    # one more piece at a time to the unit with the most tasks per piece
+    while sum(n) < workers:
+        i = max(range(len(units)), key=lambda k: units[k].size / n[k] if n[k] < units[k].size else -1.0)
+        if n[i] >= units[i].size:
+            break  # one task per piece everywhere
+        n[i] += 1
+    out = []
+    for unit, k in zip(units, n):
+        out += unit.pieces(k) if k > 1 else [unit]
+    per_key: dict[tuple, int] = {}
+    for u in out:
+        per_key[u.head_key] = per_key.get(u.head_key, 0) + 1
+    return [u if u.shared_head or per_key[u.head_key] == 1 else replace(u, shared_head=True) for u in out]
 
 
 @dataclass
@@ -144,6 +170,7 @@ def run_units(
     options = dict(num_cpus=threads, max_restarts=0, max_concurrency=1)
     per_worker = 2  # one computing, one queued behind it: hides dispatch latency
     max_in_flight = max_in_flight or per_worker * workers
+    units = spread_units(units, workers)
     stats = ExecutionStats(units=len(units))
     start = time.monotonic()
 
@@ -156,8 +183,12 @@ def run_units(
     inflight: dict[Any, tuple[Any, _Slot]] = {}
     image_refs: dict[int, Any] = {}
     image_users: dict[int, int] = {}
+    head_refs: dict[tuple, Any] = {}  # head_key → ref of the one head() run its pieces share
+    head_users: dict[tuple, int] = {}
     for u in units:
         image_users[u.image_id] = image_users.get(u.image_id, 0) + 1
+        if u.shared_head:
+            head_users[u.head_key] = head_users.get(u.head_key, 0) + 1
     payload_refs: dict[str, ModelPayload] = {}
 
     def model_payload(key: str) -> ModelPayload:
@@ -179,12 +210,31 @@ def run_units(
         if image_users[image_id] <= 0:
             image_refs.pop(image_id, None)
 
+    def release_head(unit) -> None:
+        if unit.shared_head:
+            head_users[unit.head_key] -= 1
+            if head_users[unit.head_key] <= 0:
+                head_refs.pop(unit.head_key, None)
+
     def pick(unit) -> _Slot | None:
         live = [s for s in slots if s.alive and s.inflight < per_worker]
         if not live:
             return None
         same = [s for s in live if s.last_head == unit.head_key]
+        if unit.shared_head:  # pieces go to the least busy worker; the head follows through the object store
+            return min(live, key=lambda s: (s.inflight, s.last_head != unit.head_key))
         return same[0] if same else min(live, key=lambda s: s.inflight)
+
+    def dispatch(unit, slot: _Slot):
+        up = unit_payload(unit)
+        model, image = model_payload(up.model_key), image_ref(unit.image_id)
+        if not unit.shared_head:
+            return slot.handle.run.remote(model, image, up)
+        if unit.head_key not in head_refs:
+            head_refs[unit.head_key] = slot.handle.head.remote(model, image, up)
+            stats.shared_heads += 1
+        # wrapped in a list: the worker fetches it itself, and runs the head when it was lost
+        return slot.handle.run.remote(model, image, up, [head_refs[unit.head_key]])
 
     def store(rows: list[dict]) -> None:
         if stats.first_rows_s is None:
@@ -204,8 +254,7 @@ def run_units(
                 if slot is None:
                     break
                 unit = queue.popleft()
-                up = unit_payload(unit)
-                ref = slot.handle.run.remote(model_payload(up.model_key), image_ref(unit.image_id), up)
+                ref = dispatch(unit, slot)
                 slot.inflight += 1
                 slot.last_head = unit.head_key
                 inflight[ref] = (unit, slot)
@@ -238,6 +287,7 @@ def run_units(
                     up = unit_payload(unit)
                     rows = failed_rows(up, payloads[up.model_key], f"{type(exc.cause).__name__}: {exc.cause}")
                 release_image(unit.image_id)
+                release_head(unit)
                 store(rows)
             if writer.due():
                 writer.flush()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-import json
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks import codecs as codec_registry
 from tasks import detectors as detector_registry
@@ -20,14 +21,14 @@ from tasks.graph import SplitGraph
 from tasks.rows import CodecSetting, canonical_json
 from tasks.work import INPUT_SPLIT, NO_SPLIT
 
+from . import taskids
 from .cache import sha256_file
 from .datasets import Dataset, ImageRecord, make_dataset
-from .schema import SCHEMA_VERSION
 from .spec import ModelSpec, Spec
 
 __all__ = [
-    "VariantRef", "ModelPlan", "Task", "WorkUnit", "Plan", "build_plan", "task_id", "resolve_model_path",
-    "INPUT", "INPUT_SPLIT",
+    "VariantRef", "ModelPlan", "Task", "TaskBlock", "WorkUnit", "Plan", "build_plan", "task_id", "resolve_model_path",
+    "INPUT", "INPUT_SPLIT", "REMAINING", "OK", "FAILED", "PLAN_DIGEST_KEY",
 ]  # fmt: skip
 
 BASELINE = CodecSetting("none", {})
@@ -73,25 +74,50 @@ class Task:
     image_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WorkUnit:
-    """Tasks sharing one head run: same (model, variant, image). Large units come in chunks."""
+    """Tasks sharing one head run: same (model, variant, image). Large units come in chunks.
+
+    Holds the tasks' positions in the plan; Task objects are made only when the unit is
+    sent to a worker. ``shared_head``: a piece of a head run spread over several workers,
+    which receive the head outputs through the object store (execute.spread_units).
+    """
 
     model: str
     variant: str
     image_id: int
-    tasks: tuple[Task, ...]
+    positions: np.ndarray
+    plan: Plan = field(repr=False)
+    shared_head: bool = False
 
     @property
     def head_key(self) -> tuple[str, str, int]:
         return (self.model, self.variant, self.image_id)
 
+    @property
+    def size(self) -> int:
+        return int(self.positions.size)
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        return tuple(self.plan.task(i) for i in self.positions.tolist())
+
+    def pieces(self, n: int) -> list[WorkUnit]:
+        """This unit cut into ``n`` adjacent pieces (at most one per task) that share its head run."""
+        n = max(1, min(n, self.size))
+        return [replace(self, positions=p, shared_head=True) for p in np.array_split(self.positions, n)]
+
 
 def task_id(*, model_hash: str, adapter: str, variant: VariantRef, split: int, setting: CodecSetting, image_id: int) -> str:
-    """Stable across machines and file moves: the model's content hash, never its path."""
-    key = [SCHEMA_VERSION, model_hash, adapter, variant.name, variant.canonical, int(split),
-           setting.codec, setting.canonical, int(image_id)]
-    return hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()[:32]
+    """Stable across machines and file moves: the model's content hash, never its path.
+
+    The reference for one task; plans compute all their ids at once (Plan.task_ids,
+    orchestrator.taskids), equal to this (tests/test_plan.py).
+    """
+    key = taskids.task_id_key(model_hash=model_hash, adapter=adapter, variant_name=variant.name,
+                              variant_canonical=variant.canonical, split=split, codec=setting.codec,
+                              codec_canonical=setting.canonical, image_id=image_id)  # fmt: skip
+    return hashlib.sha256(key.encode()).hexdigest()[: taskids.ID_CHARS]
 
 
 def resolve_model_path(spec: Spec, model: ModelSpec, *, fetch_assets: bool = True) -> str:
@@ -216,60 +242,258 @@ def plan_model(spec: Spec, model: ModelSpec, index: int, *, fetch_assets: bool =
     )
 
 
+@dataclass(frozen=True)
+class TaskBlock:
+    """The tasks of one (model, variant): every image × every (split, codec setting) pair,
+    image-major, so task ``start + i * len(pairs) + p`` is image i at pair p."""
+
+    model: ModelPlan
+    variant: VariantRef
+    pairs: tuple[tuple[int, CodecSetting], ...]
+    start: int
+    n_images: int
+
+    @property
+    def size(self) -> int:
+        return self.n_images * len(self.pairs)
+
+
+def _pairs(m: ModelPlan, settings: Sequence[CodecSetting]) -> tuple[tuple[int, CodecSetting], ...]:
+    """A model's (split, codec setting) pairs in plan order: unsplit, remote inference, node splits."""
+    images = [c for c in settings if codec_registry.is_image_codec(c.codec)]
+    tensors = [c for c in settings if not codec_registry.is_image_codec(c.codec)]
+    pairs = [(NO_SPLIT, BASELINE)]
+    pairs += [(INPUT_SPLIT, c) for c in images] if m.remote else []
+    pairs += [(s, c) for s in m.splits for c in tensors]
+    return tuple(pairs)
+
+
+def _layout(groups: Iterable[tuple[ModelPlan, VariantRef, tuple]], n_images: int) -> tuple[TaskBlock, ...]:
+    blocks, start = [], 0
+    for m, v, pairs in groups:
+        blocks.append(TaskBlock(m, v, tuple(pairs), start, n_images))
+        start += blocks[-1].size
+    return tuple(blocks)
+
+
+# Per-task state codes of Plan.state (int8): what status and resume count.
+REMAINING, OK, FAILED = 0, 1, 2
+
+
 @dataclass
 class Plan:
-    """Every task of a sweep in a deterministic order, and their grouping into work units."""
+    """Every task of a sweep in a deterministic order, and their grouping into work units.
+
+    Tasks are kept as columns (task ids in one Arrow array, the rest derived from the
+    blocks by index arithmetic), never as a Python object each: a million-task plan costs
+    tens of MB. ``tasks`` makes Task objects for code that wants them on small plans.
+    """
 
     spec: Spec
     dataset: Dataset
     records: tuple[ImageRecord, ...]
     models: tuple[ModelPlan, ...]
     settings: tuple[CodecSetting, ...]
-    tasks: list[Task] = field(default_factory=list)
+    blocks: tuple[TaskBlock, ...] = ()
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.tasks:
-            self.tasks = list(self._enumerate(self.records))
+        if not self.blocks:
+            self.blocks = _layout(((m, v, _pairs(m, self.settings)) for m in self.models for v in m.variants),
+                                  len(self.records))  # fmt: skip
 
-    def _enumerate(self, records: Iterable[ImageRecord]) -> Iterable[Task]:
-        for m in self.models:
-            for v in m.variants:
-                images = [c for c in self.settings if codec_registry.is_image_codec(c.codec)]
-                tensors = [c for c in self.settings if not codec_registry.is_image_codec(c.codec)]
-                pairs = [(NO_SPLIT, BASELINE)]
-                pairs += [(INPUT_SPLIT, c) for c in images] if m.remote else []
-                pairs += [(s, c) for s in m.splits for c in tensors]
-                for rec in records:
-                    for split, setting in pairs:
-                        yield Task(
-                            task_id(model_hash=m.model_hash, adapter=m.adapter_canonical, variant=v, split=split,
-                                    setting=setting, image_id=rec.image_id),
-                            m.name, v.label, split, setting, rec.image_id,
-                        )
+    # -- columns ------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return sum(b.size for b in self.blocks)
 
+    def _cached(self, name: str, make):
+        if name not in self._cache:
+            self._cache[name] = make()
+        return self._cache[name]
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        """The images' ids in plan order (int64)."""
+        return self._cached("image_ids", lambda: np.array([r.image_id for r in self.records], dtype=np.int64))
+
+    def _id_bytes(self) -> np.ndarray:
+        def make() -> np.ndarray:
+            parts = []
+            for b in self.blocks:
+                prefix = taskids.block_prefix(model_hash=b.model.model_hash, adapter=b.model.adapter_canonical,
+                                              variant_name=b.variant.name, variant_canonical=b.variant.canonical)
+                pairs = [taskids.pair_part(s, c.codec, c.canonical) for s, c in b.pairs]
+                parts.append(taskids.block_task_ids(prefix, pairs, self.image_ids).reshape(-1))
+            return np.concatenate(parts) if parts else np.empty(0, dtype=f"S{taskids.ID_CHARS}")
+
+        return self._cached("id_bytes", make)
+
+    @property
+    def task_ids(self) -> pa.Array:
+        """Every task's id, in plan order (equal to ``task_id(...)`` of each task)."""
+        return self._cached("task_ids", lambda: taskids.ids_to_arrow(self._id_bytes()))
+
+    def _per_task(self, name: str, per_block) -> np.ndarray:
+        """A per-task column built block by block: ``per_block(block) -> (n_images, n_pairs) array``."""
+        def make() -> np.ndarray:
+            parts = [np.broadcast_to(per_block(b), (b.n_images, len(b.pairs))).reshape(-1) for b in self.blocks]
+            return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+        return self._cached(name, make)
+
+    def image_index(self) -> np.ndarray:
+        """Per task: the index of its image in ``records``."""
+        return self._per_task("image_index", lambda b: np.arange(b.n_images, dtype=np.int32)[:, None])
+
+    def _block_index(self) -> np.ndarray:
+        index = {id(b): i for i, b in enumerate(self.blocks)}
+        return self._per_task("block_index", lambda b: np.array([[index[id(b)]]], dtype=np.int32))
+
+    def _setting_index(self) -> np.ndarray:
+        index = {s: i for i, s in enumerate(self._all_settings())}
+        return self._per_task("setting_index",
+                              lambda b: np.array([index[c] for _, c in b.pairs], dtype=np.int32)[None, :])  # fmt: skip
+
+    def _splits(self) -> np.ndarray:
+        return self._per_task("splits", lambda b: np.array([s for s, _ in b.pairs], dtype=np.int32)[None, :])
+
+    def _all_settings(self) -> list[CodecSetting]:
+        out: list[CodecSetting] = []
+        for b in self.blocks:
+            out += [c for _, c in b.pairs if c not in out]
+        return out
+
+    def task(self, position: int) -> Task:
+        """The task at a position of the plan, as an object."""
+        starts = [b.start for b in self.blocks]
+        b = self.blocks[bisect.bisect_right(starts, position) - 1]
+        image, pair = divmod(position - b.start, len(b.pairs))
+        split, setting = b.pairs[pair]
+        return Task(self._id_bytes()[position].decode(), b.model.name, b.variant.label, split, setting,
+                    self.records[image].image_id)  # fmt: skip
+
+    @property
+    def tasks(self) -> list[Task]:
+        """Every task as an object: for small plans (tests, tools); the sweep itself uses columns."""
+        return self._cached("tasks", lambda: [self.task(i) for i in range(self.size)])
+
+    # -- sub-plans ----------------------------------------------------------------------
     def with_images(self, image_ids: Sequence[int]) -> Plan:
         keep = set(image_ids)
-        return Plan(self.spec, self.dataset, tuple(r for r in self.records if r.image_id in keep), self.models, self.settings)
+        records = tuple(r for r in self.records if r.image_id in keep)
+        blocks = _layout(((b.model, b.variant, b.pairs) for b in self.blocks), len(records))
+        return Plan(self.spec, self.dataset, records, self.models, self.settings, blocks)
 
-    def baseline_only(self) -> Plan:
-        plan = Plan(self.spec, self.dataset, self.records, self.models, self.settings, tasks=[None])  # type: ignore[list-item]
-        plan.tasks = [t for t in self._enumerate(self.records) if t.split == NO_SPLIT]
-        return plan
+    def baseline_only(self, *, model: str | None = None, variant: str | None = None) -> Plan:
+        """The unsplit tasks only (of one model / variant when named)."""
+        groups = ((b.model, b.variant, ((NO_SPLIT, BASELINE),)) for b in self.blocks
+                  if model in (None, b.model.name) and variant in (None, b.variant.label))  # fmt: skip
+        return Plan(self.spec, self.dataset, self.records, self.models, self.settings,
+                    _layout(groups, len(self.records)))  # fmt: skip
 
-    def units(self, *, skip: set[str] = frozenset(), chunk_tasks: int = 64) -> list[WorkUnit]:
+    # -- state of the stored rows -------------------------------------------------------
+    def state(self, stored: pa.Table | Mapping[str, str] | None = None) -> np.ndarray:
+        """Per task: REMAINING, OK or FAILED from the stored rows' ``task_id`` and ``status``
+        (one row per task: store.latest_rows), or from a task_id → status mapping."""
+        state = np.zeros(self.size, dtype=np.int8)
+        if stored is None:
+            return state
+        if isinstance(stored, Mapping):
+            stored = pa.table({"task_id": pa.array(list(stored), pa.string()),
+                               "status": pa.array(list(stored.values()), pa.string())})  # fmt: skip
+        if stored.num_rows == 0:
+            return state
+        pos = pc.index_in(stored.column("task_id"), value_set=self.task_ids)
+        found = pc.is_valid(pos).to_numpy(zero_copy_only=False)
+        where = pos.to_numpy(zero_copy_only=False)[found].astype(np.int64) if found.any() else np.empty(0, np.int64)
+        ok = pc.fill_null(pc.equal(stored.column("status"), "ok"), False).to_numpy(zero_copy_only=False)[found]
+        state[where] = np.where(ok, OK, FAILED)
+        return state
+
+    def resume(self, stored: pa.Table, *, image_hashes: Sequence[str | None] | None = None,
+               retry_failed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Masks over the plan's tasks: (not to run again, run again because the image changed).
+
+        ``stored``: the latest row of each stored task (task_id, status, image_hash);
+        ``image_hashes``: the content hash of each of ``records`` now. A stored task is
+        reused unless it failed and ``retry_failed``, or it recorded another image hash.
+        """
+        done = np.zeros(self.size, dtype=bool)
+        changed = np.zeros(self.size, dtype=bool)
+        if stored.num_rows == 0:
+            return done, changed
+        pos = pc.index_in(stored.column("task_id"), value_set=self.task_ids)
+        found = pc.is_valid(pos)
+        stored = stored.filter(found)
+        where = pos.filter(found).to_numpy(zero_copy_only=False).astype(np.int64)
+        keep = np.ones(where.size, dtype=bool)
+        if retry_failed:
+            keep = pc.fill_null(pc.equal(stored.column("status"), "ok"), False).to_numpy(zero_copy_only=False)
+        same = np.ones(where.size, dtype=bool)
+        if image_hashes is not None:
+            now = pa.array(list(image_hashes), pa.string()).take(pa.array(self.image_index()[where]))
+            same = pc.fill_null(pc.equal(stored.column("image_hash"), now), False).to_numpy(zero_copy_only=False)
+        done[where[keep & same]] = True
+        changed[where[keep & ~same]] = True
+        return done, changed
+
+    def _state(self, done) -> np.ndarray:
+        if done is None or isinstance(done, (Mapping, pa.Table)):
+            return self.state(done)
+        return np.asarray(done)
+
+    def counts(self, done: np.ndarray | Mapping[str, str] | pa.Table | None = None) -> dict[str, int]:
+        """Totals; ``done`` is a state array (Plan.state) or what Plan.state takes."""
+        state = self._state(done)
+        tally = np.bincount(state, minlength=3) if state.size else np.zeros(3, dtype=np.int64)
+        return {
+            "tasks": self.size,
+            "units": sum(b.n_images for b in self.blocks),  # head runs: one per (model, variant, image)
+            "ok": int(tally[OK]),
+            "failed": int(tally[FAILED]),
+            "remaining": int(tally[REMAINING]),
+        }
+
+    def config_counts(self, done: np.ndarray | Mapping[str, str] | pa.Table | None = None) -> list[dict[str, Any]]:
+        """Per (model, variant, split, codec setting): tasks, ok, failed, remaining, in plan order."""
+        state = self._state(done)
+        out = []
+        for b in self.blocks:
+            block = state[b.start : b.start + b.size].reshape(b.n_images, len(b.pairs))
+            tally = [(block == code).sum(axis=0) for code in (OK, FAILED, REMAINING)]
+            for p, (split, setting) in enumerate(b.pairs):
+                ok, failed, rem = (int(t[p]) for t in tally)
+                out.append({"model": b.model.name, "variant": b.variant.label, "split": split, "setting": setting,
+                            "tasks": ok + failed + rem, "ok": ok, "failed": failed, "remaining": rem})  # fmt: skip
+        return out
+
+    # -- work units ---------------------------------------------------------------------
+    def units(self, *, skip: np.ndarray | Collection[str] = (), chunk_tasks: int = 64) -> list[WorkUnit]:
         """Remaining tasks grouped by head run, in plan order; long groups cut into chunks.
 
+        ``skip`` is a boolean mask over the plan's tasks (or a collection of task ids).
         Chunks of one image stay adjacent so the scheduler can hand them to the worker
         that still holds that image's head outputs.
         """
-        groups: dict[tuple[str, str, int], list[Task]] = defaultdict(list)
-        for t in self.tasks:
-            if t.task_id not in skip:
-                groups[(t.model, t.variant, t.image_id)].append(t)
+        if isinstance(skip, np.ndarray) and skip.dtype == bool:
+            mask = skip
+        elif len(skip):
+            mask = pc.is_in(self.task_ids, value_set=pa.array(list(skip), pa.string())).to_numpy(zero_copy_only=False)
+        else:
+            mask = np.zeros(self.size, dtype=bool)
+        positions = np.flatnonzero(~mask)
+        if not positions.size:
+            return []
+        n_records = len(self.records)
+        group = self._block_index()[positions].astype(np.int64) * n_records + self.image_index()[positions]
+        cuts = np.flatnonzero(np.diff(group)) + 1
         units = []
-        for (model, variant, image_id), tasks in groups.items():
-            for i in range(0, len(tasks), chunk_tasks):
-                units.append(WorkUnit(model, variant, image_id, tuple(tasks[i : i + chunk_tasks])))
+        for chunk in np.split(positions, cuts):
+            b = self.blocks[int(self._block_index()[chunk[0]])]
+            image_id = self.records[int(self.image_index()[chunk[0]])].image_id
+            for i in range(0, chunk.size, chunk_tasks):
+                units.append(WorkUnit(b.model.name, b.variant.label, image_id, chunk[i : i + chunk_tasks], self))
         return units
 
     def record(self, image_id: int) -> ImageRecord:
@@ -280,31 +504,41 @@ class Plan:
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
 
-    def counts(self, done: Mapping[str, str] | None = None) -> dict[str, int]:
-        done = done or {}
-        status = Counter(done.get(t.task_id, "remaining") for t in self.tasks)
-        return {
-            "tasks": len(self.tasks),
-            "units": len({(t.model, t.variant, t.image_id) for t in self.tasks}),
-            "ok": status.get("ok", 0),
-            "failed": status.get("failed", 0),
-            "remaining": status.get("remaining", 0),
-        }
+    # -- plan.parquet -------------------------------------------------------------------
+    @property
+    def digest(self) -> str:
+        """A hash of every task id and label of the plan: plan.parquet is rewritten only when it changes."""
+        def make() -> str:
+            h = hashlib.sha256(self._id_bytes().tobytes())
+            h.update(canonical_json([[b.model.name, b.variant.label] for b in self.blocks]).encode())
+            return h.hexdigest()
+
+        return self._cached("digest", make)
 
     def to_table(self) -> pa.Table:
         """plan.parquet: what `status` and the dashboard compare the stored rows with."""
-        return pa.table(
+        blocks, settings = self._block_index(), self._setting_index()
+        all_settings = self._all_settings()
+
+        def labels(index: np.ndarray, values: Sequence[Any], kind=pa.string()) -> pa.Array:
+            return pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), pa.array(values, kind)).dictionary_decode()
+
+        table = pa.table(
             {
-                "task_id": [t.task_id for t in self.tasks],
-                "model": [t.model for t in self.tasks],
-                "variant": [t.variant for t in self.tasks],
-                "split": pa.array([t.split for t in self.tasks], pa.int32()),
-                "codec": [t.setting.codec for t in self.tasks],
-                "codec_params": [t.setting.canonical for t in self.tasks],
-                "qp": pa.array([t.setting.qp for t in self.tasks], pa.int32()),
-                "image_id": pa.array([t.image_id for t in self.tasks], pa.int64()),
+                "task_id": self.task_ids,
+                "model": labels(blocks, [b.model.name for b in self.blocks]),
+                "variant": labels(blocks, [b.variant.label for b in self.blocks]),
+                "split": pa.array(self._splits(), pa.int32()),
+                "codec": labels(settings, [s.codec for s in all_settings]),
+                "codec_params": labels(settings, [s.canonical for s in all_settings]),
+                "qp": labels(settings, [s.qp for s in all_settings], pa.int32()),
+                "image_id": pa.array(self.image_ids[self.image_index()], pa.int64()),
             }
         )
+        return table.replace_schema_metadata({PLAN_DIGEST_KEY: self.digest})
+
+
+PLAN_DIGEST_KEY = "splitsweep.plan_digest"
 
 
 def build_plan(spec: Spec, *, fetch_assets: bool = True, dataset: Dataset | None = None) -> Plan:

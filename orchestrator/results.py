@@ -45,14 +45,16 @@ def open_results(path: str | os.PathLike[str]) -> ResultsStore:
     return store
 
 
-def read_plan(store: ResultsStore, columns: list[str] | None = None) -> pa.Table | None:
-    """plan.parquet, or None where there is none; ResultsError if it is damaged."""
+def read_plan(store: ResultsStore, columns: list[str] | None = None, *,
+              read_dictionary: list[str] | None = None) -> pa.Table | None:
+    """plan.parquet, or None where there is none; ResultsError if it is damaged.
+    ``read_dictionary``: string columns kept dictionary-encoded (a few distinct values each)."""
     try:
         data = store.read_bytes(PLAN_FILE)
     except FileNotFoundError:
         return None
     try:
-        table = pq.read_table(io.BytesIO(data), columns=columns)
+        table = pq.read_table(io.BytesIO(data), columns=columns, read_dictionary=read_dictionary)
     except (OSError, pa.ArrowException) as exc:
         raise ResultsError(f"{PLAN_FILE} is damaged ({type(exc).__name__}: {exc}); `splitsweep run` writes it "
                            "again", file=store.path(PLAN_FILE)) from None

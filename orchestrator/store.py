@@ -398,6 +398,11 @@ class ResultsStore:
         gt.setdefault("categories", [])
         return gt
 
+    def stored_tasks(self, columns: Sequence[str] = ("status", "image_hash")) -> pa.Table:
+        """The latest row of each stored task, reading only task_id, finished_at and ``columns``
+        (what resume and status need; a million rows stay Arrow columns)."""
+        return latest_rows(self.read_rows(["task_id", "finished_at", *[c for c in columns if c not in ("task_id", "finished_at")]]))
+
     def task_status(self) -> dict[str, str]:
         """task_id → status of its latest row."""
         table = latest_rows(self.read_rows(["task_id", "status", "finished_at"]))

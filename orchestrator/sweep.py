@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import SpecError
 
 from .execute import ExecutionStats, RayOptions, cluster_cpus, connect, run_units
 from .lease import Lease
-from .plan import Plan, WorkUnit, build_plan
+from .plan import PLAN_DIGEST_KEY, Plan, WorkUnit, build_plan
 from .progress import Progress
 from .schema import GROUND_TRUTH_FILE, PLAN_FILE
 from .spec import Spec
@@ -46,7 +48,7 @@ class SweepResult:
     skipped: int
     stats: ExecutionStats
     variants: dict[str, VariantBuild] = field(default_factory=dict)
-    planned: frozenset[str] = frozenset()  # task ids of the (final) plan
+    planned: pa.Array | None = None  # task ids of the (final) plan
 
 
 def evaluation_mode(spec: Spec, plan: Plan) -> str:
@@ -118,15 +120,11 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
         if spec.evaluation.select is not None:
             plan = _select_images(spec, plan, store, payloads, variants, workers=workers, lease=lease, options=options,
                                   out=out)
-        buf = io.BytesIO()
-        pq.write_table(plan.to_table(), buf)
-        lease.verify()
-        store.write_bytes(PLAN_FILE, buf.getvalue())
+        write_plan(store, plan, lease=lease)
 
         stats = _execute(plan, store, payloads, variants, workers=workers, lease=lease, options=options, out=out)
-        status = store.task_status()
-        return SweepResult(store.location, plan.counts(status), stats.skipped, stats, variants,
-                           frozenset(t.task_id for t in plan.tasks))
+        state = plan.state(store.stored_tasks())
+        return SweepResult(store.location, plan.counts(state), stats.skipped, stats, variants, plan.task_ids)
     finally:
         try:
             if started:
@@ -150,19 +148,17 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, le
     another driver takes it, the writer raises LeaseLostError, which stops dispatching
     (run_units kills the workers) and reaches the CLI (exit 4)."""
     spec = plan.spec
-    hashes = _image_hashes(plan)
-    done, changed = store.resume_state(
-        retry_failed=options.retry_failed, image_hashes={t.task_id: hashes[t.image_id] for t in plan.tasks}
-    )
+    hashes = [plan.dataset.content_hash(r) for r in plan.records]
+    done, changed = plan.resume(store.stored_tasks(), image_hashes=hashes, retry_failed=options.retry_failed)
     writer = store.writer(run=lease.run, flush_seconds=spec.execution.flush_seconds, lease=lease)
     units = plan.units(skip=done, chunk_tasks=spec.execution.chunk_tasks)
-    skipped = len(plan.tasks) - sum(len(u.tasks) for u in units)
-    if changed:
-        images = len({t.image_id for t in plan.tasks if t.task_id in changed})
-        out.write(f"resume: {len(changed)} stored tasks of {images} image(s) whose content changed since they ran "
-                  "are run again\n")
+    skipped = int(done.sum())
+    if changed.any():
+        images = len(np.unique(plan.image_index()[changed]))
+        out.write(f"resume: {int(changed.sum())} stored tasks of {images} image(s) whose content changed since they "
+                  "ran are run again\n")
     if skipped:
-        out.write(f"resume: {skipped} of {len(plan.tasks)} tasks already stored, {len(plan.tasks) - skipped} to run\n")
+        out.write(f"resume: {skipped} of {plan.size} tasks already stored, {plan.size - skipped} to run\n")
     # Tasks of a variant that could not be built are stored as failed, with its reason.
     failed = [u for u in units if (build := variants.get(_payload_key(u.model, u.variant))) is not None and build.error]
     for unit in failed:
@@ -170,7 +166,7 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, le
         writer.add(failed_rows(_unit_payload(plan, unit), payloads[key], variants[key].error))
     failed_ids = {id(u) for u in failed}
     units = [u for u in units if id(u) not in failed_ids]
-    remaining = sum(len(u.tasks) for u in units)
+    remaining = sum(u.size for u in units)
     progress = Progress(remaining, stream=out)
     try:
         stats = run_units(
@@ -195,9 +191,22 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, le
     return result
 
 
-def _image_hashes(plan: Plan) -> dict[int, str]:
-    """image_id → content hash of every planned image (read once per run)."""
-    return {r.image_id: plan.dataset.content_hash(r) for r in plan.records}
+def write_plan(store: ResultsStore, plan: Plan, *, lease: Lease | None = None) -> bool:
+    """Write plan.parquet unless the stored one has the same digest (a resumed million-task
+    sweep does not rewrite tens of MB); True when written. Only the stored file's footer is read."""
+    try:
+        with store.filesystem.open_input_file(store.path(PLAN_FILE)) as fh:
+            stored = (pq.read_metadata(fh).metadata or {}).get(PLAN_DIGEST_KEY.encode())
+    except (OSError, pa.ArrowException):
+        stored = None  # none yet, or damaged: write it
+    if stored is not None and stored.decode() == plan.digest:
+        return False
+    buf = io.BytesIO()
+    pq.write_table(plan.to_table(), buf)
+    if lease is not None:
+        lease.verify()
+    store.write_bytes(PLAN_FILE, buf.getvalue())
+    return True
 
 
 def _payload_key(model: str, variant: str) -> str:
@@ -251,12 +260,11 @@ def _select_images(spec: Spec, plan: Plan, store: ResultsStore, payloads, varian
     if model not in {m.name for m in plan.models}:
         raise SpecError(f"unknown model {model!r}", file=spec.file, key="evaluation.select.model",
                         allowed=[m.name for m in plan.models])
-    base = plan.baseline_only()
-    base.tasks = [t for t in base.tasks if t.model == model and t.variant == plan.model(model).variants[0].label]
+    base = plan.baseline_only(model=model, variant=plan.model(model).variants[0].label)
     out.write(f"selection: running the unsplit {model} on {len(base.records)} candidate images\n")
     _execute(base, store, payloads, variants, workers=workers, lease=lease, options=options, out=out)
     rows = store.read_rows(["task_id", "image_id", "detections", "status", "finished_at"])
-    ids = {t.task_id for t in base.tasks}
+    ids = set(base.task_ids.to_pylist())
     dets = {}
     for tid, image_id, d, status in zip(rows["task_id"].to_pylist(), rows["image_id"].to_pylist(),
                                          rows["detections"].to_pylist(), rows["status"].to_pylist()):

@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from tasks.rows import CodecSetting
 from tasks.runtime import SplitRunner
 from tasks.work import INPUT_SPLIT, NO_SPLIT, HeadOutput, TaskOutcome, describe_error, run_head, run_tasks
 
-__all__ = ["ModelPayload", "UnitPayload", "SweepWorker", "failed_rows"]
+__all__ = ["ModelPayload", "UnitPayload", "SharedHead", "SweepWorker", "failed_rows"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,14 @@ class UnitPayload:
     image_hash: str | None = None  # content hash of the image, recorded in every row (resume checks it)
 
 
+class SharedHead(NamedTuple):
+    """One image's head run and the image size: what spread pieces of a unit share."""
+
+    head: HeadOutput
+    width: int
+    height: int
+
+
 class SweepWorker:
     """Caches runners per (model, variant) and the last image's head outputs."""
 
@@ -77,7 +85,7 @@ class SweepWorker:
         self.busy_s = 0.0  # wall time spent in run(): what the benchmark splits into compute and overhead
         self._fetch = fetch or _fetch_ref
         self._models: dict[str, tuple[SplitRunner, Any, ModelPayload]] = {}
-        self._head: tuple[tuple[str, int], HeadOutput, int, int] | None = None
+        self._head: tuple[tuple[str, int], SharedHead] | None = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def ping(self) -> tuple[str, float, float, float]:
@@ -96,27 +104,53 @@ class SweepWorker:
             self._models[payload.key] = (runner, adapter, payload)
         return self._models[payload.key]
 
-    def run(self, payload: ModelPayload, image: bytes, unit: UnitPayload) -> list[dict]:
-        """Rows for every task of the unit; a failure anywhere becomes failed rows, never lost."""
+    def run(self, payload: ModelPayload, image: bytes, unit: UnitPayload, head: Any = None) -> list[dict]:
+        """Rows for every task of the unit; a failure anywhere becomes failed rows, never lost.
+
+        ``head``: ``[ref]`` of another worker's ``head()`` for this image (a unit spread over
+        several workers); fetched once, and the head is run here instead if it cannot be.
+        """
         start = time.perf_counter()
         try:
-            return self._run(payload, image, unit)
+            return self._run(payload, image, unit, head)
         finally:
             self._keep_memory_bounded()
             self.busy_s += time.perf_counter() - start
 
-    def _run(self, payload: ModelPayload, image: bytes, unit: UnitPayload) -> list[dict]:
+    def head(self, payload: ModelPayload, image: bytes, unit: UnitPayload) -> SharedHead | None:
+        """Run the head for the unit's image, keep it for this worker's own piece, and return
+        it for the other workers (Ray stores the return value once in the object store).
+        None when it fails: each piece then runs its own head and reports the error in its rows."""
+        start = time.perf_counter()
         try:
             runner, adapter, payload = self._load(payload)
-            key = (payload.key, unit.image_id)
-            if self._head is not None and self._head[0] == key:
-                _, head, width, height = self._head
-            else:
-                self._head = None  # free the previous image's tensors before the next run
-                rgb = decode_image(image, name=unit.image_name)
-                height, width = rgb.shape[:2]
-                head = run_head(runner, adapter, rgb)
-                self._head = (key, head, width, height)
+            return self._head_for(payload, runner, adapter, image, unit, None)
+        except Exception:  # noqa: BLE001 - the pieces run the head themselves and record why it fails
+            return None
+        finally:
+            self.busy_s += time.perf_counter() - start
+
+    def _head_for(self, payload, runner, adapter, image: bytes, unit: UnitPayload, shared: Any) -> SharedHead:
+        key = (payload.key, unit.image_id)
+        if self._head is not None and self._head[0] == key:
+            return self._head[1]
+        self._head = None  # free the previous image's tensors before the next run
+        got = None
+        if shared is not None:
+            try:
+                got = self._fetch(shared)
+            except Exception:  # noqa: BLE001 - lost with its worker or node: run it here
+                got = None
+        if got is None:
+            rgb = decode_image(image, name=unit.image_name)
+            got = SharedHead(run_head(runner, adapter, rgb), int(rgb.shape[1]), int(rgb.shape[0]))
+        self._head = (key, got)
+        return got
+
+    def _run(self, payload: ModelPayload, image: bytes, unit: UnitPayload, shared: Any = None) -> list[dict]:
+        try:
+            runner, adapter, payload = self._load(payload)
+            head, width, height = self._head_for(payload, runner, adapter, image, unit, shared)
             runnable = [
                 t for t in unit.tasks
                 if t.split in _WHOLE_MODEL or _variant_split(payload, t.split) not in (None, *runner.invalid)

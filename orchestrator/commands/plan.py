@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter
+NAME = "plan"
+HELP = "Show the tasks and work units a spec makes, and how many are already stored."
 
 
 def add_arguments(parser) -> None:
@@ -13,8 +14,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from orchestrator.plan import build_plan
-    from orchestrator.schema import codec_label, codec_sort_key, split_label
+    import pyarrow.compute as pc
+
+    from orchestrator.plan import REMAINING, build_plan
+    from orchestrator.schema import split_label
     from orchestrator.spec import load_spec
     from orchestrator.store import ResultsStore
     from orchestrator.table import format_table
@@ -22,26 +25,24 @@ def run(args) -> int:
     spec = load_spec(args.spec)
     plan = build_plan(spec)
     store = ResultsStore(spec.output_location)
-    status = store.task_status() if store.exists() and store.check_meta() is not None else {}
-    if args.retry_failed:
-        status = {k: v for k, v in status.items() if v == "ok"}
-    counts = plan.counts(status)
-    rows = []
-    by = Counter()
-    for t in plan.tasks:
-        by[(t.model, t.variant, t.split, t.setting, status.get(t.task_id, "remaining"))] += 1
-    # the same label and order as `status`: settings by value (QP -26 before -10)
-    keys = sorted({k[:4] for k in by}, key=lambda k: (k[0], k[1], k[2], codec_sort_key(k[3].codec, k[3].params)))
-    for k in keys:
-        rows.append({"model": k[0], "variant": k[1], "split": split_label(k[2]), "codec": codec_label(k[3].codec, k[3].params),
-                     "tasks": sum(by[k + (s,)] for s in ("ok", "failed", "remaining")),
-                     "ok": by[k + ("ok",)], "failed": by[k + ("failed",)], "remaining": by[k + ("remaining",)]})
+    stored = store.stored_tasks(("status",)) if store.exists() and store.check_meta() is not None else None
+    if stored is not None and args.retry_failed:
+        stored = stored.filter(pc.equal(stored["status"], "ok"))
+    state = plan.state(stored)
+    counts = plan.counts(state)
+    rows = [
+        {"model": c["model"], "variant": c["variant"], "split": c["split"], "codec": c["setting"].label,
+         **{k: c[k] for k in ("tasks", "ok", "failed", "remaining")}}
+        for c in plan.config_counts(state)
+    ]  # fmt: skip
+    rows.sort(key=lambda r: (r["model"], r["variant"], r["split"], r["codec"]))
+    rows = [{**r, "split": split_label(r["split"])} for r in rows]
     print(format_table(rows, ["model", "variant", "split", "codec", "tasks", "ok", "failed", "remaining"]))
     if not args.no_sizes:
         for m in plan.models:
             print(f"\n{m.name}: what crosses each split (fp32)")
             print(split_sizes_text(plan, m))
-    units = plan.units(skip={t for t, s in status.items()}, chunk_tasks=spec.execution.chunk_tasks)
+    units = plan.units(skip=state != REMAINING, chunk_tasks=spec.execution.chunk_tasks)
     print(
         f"\n{counts['tasks']} tasks in {counts['units']} work units (head runs); stored: {counts['ok']} ok, "
         f"{counts['failed']} failed; to run: {counts['remaining']} tasks in {len(units)} units → {spec.output_location}"
@@ -52,8 +53,9 @@ def run(args) -> int:
 def split_sizes_text(plan, m) -> str:
     """The per-split table of one model: feature maps and shape tensors crossing each cut,
     with sizes measured on the dataset's first image where shape inference cannot tell them."""
+    from orchestrator.commands.inspect import human_bytes
     from orchestrator.cutsizes import measure_on_first_image
-    from orchestrator.table import format_table, human_bytes
+    from orchestrator.table import format_table
     from tasks.graph import SplitGraph
     from tasks.work import describe_error
 

@@ -31,6 +31,8 @@ def finished_code(result) -> int:
     """0 when every planned task is stored ok; otherwise 3, with a last line saying how many
     failed and the most common error."""
     from orchestrator.cli import EXIT_FAILED_TASKS, EXIT_OK
+    import pyarrow.compute as pc
+
     from orchestrator.store import ResultsStore, latest_rows
 
     c = result.plan_counts
@@ -39,9 +41,11 @@ def finished_code(result) -> int:
     errors: dict[str, int] = {}
     if c["failed"]:
         rows = latest_rows(ResultsStore(result.location).read_rows(["task_id", "status", "error", "finished_at"]))
-        for tid, status, error in zip(rows["task_id"].to_pylist(), rows["status"].to_pylist(), rows["error"].to_pylist()):
-            if status == "failed" and tid in result.planned:
-                errors[error or "?"] = errors.get(error or "?", 0) + 1
+        rows = rows.filter(pc.equal(rows["status"], "failed"))
+        if result.planned is not None:
+            rows = rows.filter(pc.is_in(rows["task_id"], value_set=result.planned))
+        for error in rows["error"].to_pylist():
+            errors[error or "?"] = errors.get(error or "?", 0) + 1
     common = max(errors.items(), key=lambda kv: kv[1]) if errors else None
     text = f"splitsweep: {c['failed']} of {c['tasks']} tasks failed"
     if c["remaining"]:
