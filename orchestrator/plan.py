@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -319,12 +320,8 @@ class Plan:
 
     def _id_bytes(self) -> np.ndarray:
         def make() -> np.ndarray:
-            parts = []
-            for b in self.blocks:
-                prefix = taskids.block_prefix(model_hash=b.model.model_hash, adapter=b.model.adapter_canonical,
-                                              variant_name=b.variant.name, variant_canonical=b.variant.canonical)
-                pairs = [taskids.pair_part(s, c.codec, c.canonical) for s, c in b.pairs]
-                parts.append(taskids.block_task_ids(prefix, pairs, self.image_ids).reshape(-1))
+            parts = [taskids.block_task_ids(prefix, pairs, self.image_ids).reshape(-1)
+                     for prefix, pairs in self._key_parts()]  # fmt: skip
             return np.concatenate(parts) if parts else np.empty(0, dtype=f"S{taskids.ID_CHARS}")
 
         return self._cached("id_bytes", make)
@@ -505,15 +502,44 @@ class Plan:
         return next(m for m in self.models if m.name == name)
 
     # -- plan.parquet -------------------------------------------------------------------
+    def _key_parts(self) -> list[tuple[str, list[str]]]:
+        """Per block: the key prefix and the (split, setting) parts (orchestrator.taskids)."""
+        return [
+            (taskids.block_prefix(model_hash=b.model.model_hash, adapter=b.model.adapter_canonical,
+                                  variant_name=b.variant.name, variant_canonical=b.variant.canonical),
+             [taskids.pair_part(s, c.codec, c.canonical) for s, c in b.pairs])
+            for b in self.blocks
+        ]  # fmt: skip
+
     @property
     def digest(self) -> str:
-        """A hash of every task id and label of the plan: plan.parquet is rewritten only when it changes."""
+        """A hash of everything the plan's ids and labels are made of, computed without the
+        ids: equal digests mean an identical plan.parquet (not rewritten, and its task ids
+        are reused instead of hashing a million keys again)."""
         def make() -> str:
-            h = hashlib.sha256(self._id_bytes().tobytes())
-            h.update(canonical_json([[b.model.name, b.variant.label] for b in self.blocks]).encode())
+            blocks = [[prefix, pairs, b.model.name, b.variant.label, [s for s, _ in b.pairs],
+                       [c.codec for _, c in b.pairs], [c.qp for _, c in b.pairs]]
+                      for (prefix, pairs), b in zip(self._key_parts(), self.blocks)]  # fmt: skip
+            h = hashlib.sha256(json.dumps(blocks, separators=(",", ":")).encode())
+            h.update(self.image_ids.tobytes())
             return h.hexdigest()
 
         return self._cached("digest", make)
+
+    def adopt_ids(self, stored: pa.Table) -> bool:
+        """Take the task ids of a stored plan.parquet whose digest is this plan's (footer
+        metadata ``PLAN_DIGEST_KEY``); False, and nothing taken, when it is another plan."""
+        meta = stored.schema.metadata or {}
+        if meta.get(PLAN_DIGEST_KEY.encode(), b"").decode() != self.digest or stored.num_rows != self.size:
+            return False
+        column = stored.column("task_id").combine_chunks()
+        if self.size and pc.min_max(pc.utf8_length(column)).as_py() != {"min": taskids.ID_CHARS, "max": taskids.ID_CHARS}:
+            return False
+        offsets, data = column.buffers()[1], column.buffers()[2]
+        first = np.frombuffer(offsets, dtype=np.int32, count=1, offset=4 * column.offset)[0]
+        ids = np.frombuffer(data, dtype=f"S{taskids.ID_CHARS}", count=self.size, offset=int(first))
+        self._cache["id_bytes"] = ids
+        return True
 
     def to_table(self) -> pa.Table:
         """plan.parquet: what `status` and the dashboard compare the stored rows with."""

@@ -26,7 +26,7 @@ from .store import ResultsStore
 from .variants import VariantBuild, build_variants
 from .worker import ModelPayload, UnitPayload, UnitTask, failed_rows
 
-__all__ = ["SweepOptions", "SweepResult", "Terminated", "run_sweep", "evaluation_mode"]
+__all__ = ["SweepOptions", "SweepResult", "Terminated", "run_sweep", "evaluation_mode", "write_plan", "reuse_stored_ids"]
 
 SELECTION_FILE = "selection.json"
 
@@ -101,6 +101,7 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
     previous = _install_sigterm()
     started = False
     try:
+        reuse_stored_ids(store, plan)
         run = lease.run
         store.save_spec(spec.text or "", run=run)
         if mode == "ground-truth":
@@ -191,15 +192,31 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, le
     return result
 
 
-def write_plan(store: ResultsStore, plan: Plan, *, lease: Lease | None = None) -> bool:
-    """Write plan.parquet unless the stored one has the same digest (a resumed million-task
-    sweep does not rewrite tens of MB); True when written. Only the stored file's footer is read."""
+def stored_plan_digest(store: ResultsStore) -> str | None:
+    """The digest in plan.parquet's footer (only the footer is read); None without one."""
     try:
         with store.filesystem.open_input_file(store.path(PLAN_FILE)) as fh:
             stored = (pq.read_metadata(fh).metadata or {}).get(PLAN_DIGEST_KEY.encode())
     except (OSError, pa.ArrowException):
-        stored = None  # none yet, or damaged: write it
-    if stored is not None and stored.decode() == plan.digest:
+        return None  # none yet, or damaged: written again
+    return stored.decode() if stored else None
+
+
+def reuse_stored_ids(store: ResultsStore, plan: Plan) -> bool:
+    """When plan.parquet holds this very plan, take its task ids instead of hashing every
+    task's key again (a million-task sweep resumes without re-hashing)."""
+    if stored_plan_digest(store) != plan.digest:
+        return False
+    try:
+        table = pq.read_table(store.path(PLAN_FILE), columns=["task_id"], filesystem=store.filesystem)
+    except (OSError, pa.ArrowException):
+        return False
+    return plan.adopt_ids(table)
+
+
+def write_plan(store: ResultsStore, plan: Plan, *, lease: Lease | None = None) -> bool:
+    """Write plan.parquet unless the stored one is this plan (same digest); True when written."""
+    if stored_plan_digest(store) == plan.digest:
         return False
     buf = io.BytesIO()
     pq.write_table(plan.to_table(), buf)

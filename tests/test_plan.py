@@ -179,3 +179,24 @@ def test_spread_units_gives_every_worker_a_piece(varied):
     # never more pieces than tasks
     tiny = two.baseline_only(model="a", variant="fp32").units()
     assert [p.size for p in spread_units(tiny, 6)] == [1, 1]
+
+
+def test_plan_parquet_written_only_when_the_plan_changes_and_its_ids_reused(varied, tmp_path):
+    from orchestrator.results import read_plan
+    from orchestrator.store import ResultsStore
+    from orchestrator.sweep import reuse_stored_ids, write_plan
+
+    store = ResultsStore(str(tmp_path / "res"))
+    assert write_plan(store, varied) is True
+    path = tmp_path / "res" / "plan.parquet"
+    before = path.stat().st_mtime_ns
+    assert write_plan(store, build_plan(varied.spec)) is False and path.stat().st_mtime_ns == before
+    fresh = build_plan(varied.spec)
+    assert "id_bytes" not in fresh._cache
+    assert reuse_stored_ids(store, fresh) and "id_bytes" in fresh._cache  # read back, not hashed
+    assert fresh.task_ids.to_pylist() == varied.task_ids.to_pylist()
+    assert read_plan(store)["task_id"].to_pylist() == varied.task_ids.to_pylist()
+    # another plan (fewer images): its own ids, and the file is replaced
+    other = varied.with_images([varied.records[0].image_id])
+    assert not reuse_stored_ids(store, other) and "id_bytes" not in other._cache
+    assert write_plan(store, other) is True and read_plan(store).num_rows == other.size

@@ -135,6 +135,54 @@ def test_simulated_cluster_losing_a_node_stores_every_task_once(sweep_dir, monke
 
 
 @pytest.mark.slow
+def test_two_images_keep_six_workers_on_three_nodes_busy(tmp_path, monkeypatch):
+    """Fewer units than workers: each image's tasks are spread over 3 workers, the head
+    runs once per image and reaches the others through the object store; every worker
+    stores rows, every row once. Then a node is lost mid-sweep: its pieces run again
+    elsewhere (running the head themselves where the shared one was lost), nothing twice."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    model = tmp_path / "tinydet.onnx"
+    model.write_bytes(tiny_detector(size=128).SerializeToString())
+    images, ann = write_coco_folder(tmp_path / "data", n_images=2)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        spec = load_spec(write_spec(tmp_path, model=model, images=images, annotations=ann, output=tmp_path / "a",
+                                    codecs=CHEAP, size=128, name="a.yaml"))  # fmt: skip
+        result = run_sweep(spec, SweepOptions(address=cluster.address, workers=6))
+        rows, counts = stored(str(tmp_path / "a"))
+        planned = set(build_plan(spec).task_ids.to_pylist())
+        assert set(counts) == planned and max(counts.values()) == 1 and len(planned) == 2 * 13
+        assert set(rows["status"].to_pylist()) == {"ok"}
+        assert result.stats.units == 6 and result.stats.shared_heads == 2
+        assert len(set(rows["worker"].to_pylist())) == 6  # every worker stored rows
+
+        lost = []
+
+        def lose_a_node(_rows):
+            if not lost:
+                lost.append(nodes[0])
+                cluster.remove_node(nodes[0], allow_graceful=False)
+
+        spec = load_spec(write_spec(tmp_path, model=model, images=images, annotations=ann, output=tmp_path / "b",
+                                    codecs=CHEAP + "  nncodec: {qp: [-30, -26, -22]}\n", size=128, name="b.yaml"))
+        result = run_sweep(spec, SweepOptions(address=cluster.address, workers=6, on_rows=lose_a_node))
+        assert lost and result.stats.lost_workers >= 1
+        rows, counts = stored(str(tmp_path / "b"))
+        planned = set(build_plan(spec).task_ids.to_pylist())
+        assert set(counts) == planned and max(counts.values()) == 1
+        assert set(rows["status"].to_pylist()) == {"ok"} and result.plan_counts["remaining"] == 0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume_matches_uninterrupted_run(tmp_path):
     size = 192  # cut tensors of ~300 KB: a sweep that lasts long enough to be killed
     model = tmp_path / "tinydet.onnx"

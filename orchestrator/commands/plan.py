@@ -20,12 +20,16 @@ def run(args) -> int:
     from orchestrator.schema import split_label
     from orchestrator.spec import load_spec
     from orchestrator.store import ResultsStore
+    from orchestrator.sweep import reuse_stored_ids
     from orchestrator.table import format_table
 
     spec = load_spec(args.spec)
     plan = build_plan(spec)
     store = ResultsStore(spec.output_location)
-    stored = store.stored_tasks(("status",)) if store.exists() and store.check_meta() is not None else None
+    stored = None
+    if store.exists() and store.check_meta() is not None:
+        reuse_stored_ids(store, plan)
+        stored = store.stored_tasks(("status",))
     if stored is not None and args.retry_failed:
         stored = stored.filter(pc.equal(stored["status"], "ok"))
     state = plan.state(stored)
