@@ -12,7 +12,10 @@ task (synthetic values, the real row schema) into the results directory.
 
 Each step runs the real CLI (``python -m orchestrator …``) in a fresh process and reports
 wall seconds and the driver process's peak RSS. ``run``
-is measured to the line it prints when the first work unit is handed to Ray, then stopped.
+is measured to the line it prints when the first work unit is handed to Ray, then stopped;
+``resume`` is ``run`` again once every task is stored, to its ``resume: N of N tasks already
+stored`` line (plan, task ids read back from plan.parquet, Ray start, the stored rows'
+task-id columns), then stopped.
 """
 
 from __future__ import annotations
@@ -160,8 +163,8 @@ def store_rows(spec: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/splitsweep-million"))
-    parser.add_argument("--only", nargs="+", choices=["validate", "plan", "run", "status"],
-                        default=["validate", "plan", "run", "status"])  # fmt: skip
+    parser.add_argument("--only", nargs="+", choices=["validate", "plan", "run", "status", "resume"],
+                        default=["validate", "plan", "run", "status", "resume"])  # fmt: skip
     args = parser.parse_args()
     spec = write_inputs(args.dir)
     for step in args.only:
@@ -175,7 +178,10 @@ def main() -> None:
             if not (args.dir / "results" / "plan.parquet").exists():
                 timed(_cli("run", str(spec)), until="tasks (")
             store_rows(spec)
-            s, mb, code = timed(_cli("status", str(args.dir / "results")))
+            if step == "status":
+                s, mb, code = timed(_cli("status", str(args.dir / "results")))
+            else:  # every task stored: run reads the resume state and has nothing to do
+                s, mb, code = timed(_cli("run", str(spec)), until="resume:")
         print(f"{step}: {s:.2f} s, peak RSS {mb:.0f} MB, exit {code}", flush=True)
 
 

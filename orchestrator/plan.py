@@ -22,7 +22,7 @@ from tasks.graph import SplitGraph
 from tasks.rows import CodecSetting, canonical_json
 from tasks.work import INPUT_SPLIT, NO_SPLIT
 
-from . import taskids
+from . import idkeys, taskids
 from .cache import sha256_file
 from .datasets import Dataset, ImageRecord, make_dataset
 from .spec import ModelSpec, Spec
@@ -401,9 +401,9 @@ class Plan:
                                "status": pa.array(list(stored.values()), pa.string())})  # fmt: skip
         if stored.num_rows == 0:
             return state
-        pos = pc.index_in(stored.column("task_id"), value_set=self.task_ids)
-        found = pc.is_valid(pos).to_numpy(zero_copy_only=False)
-        where = pos.to_numpy(zero_copy_only=False)[found].astype(np.int64) if found.any() else np.empty(0, np.int64)
+        pos = idkeys.index_in(stored.column("task_id"), self.task_ids)
+        found = pos >= 0
+        where = pos[found]
         ok = pc.fill_null(pc.equal(stored.column("status"), "ok"), False).to_numpy(zero_copy_only=False)[found]
         state[where] = np.where(ok, OK, FAILED)
         return state
@@ -420,10 +420,10 @@ class Plan:
         changed = np.zeros(self.size, dtype=bool)
         if stored.num_rows == 0:
             return done, changed
-        pos = pc.index_in(stored.column("task_id"), value_set=self.task_ids)
-        found = pc.is_valid(pos)
-        stored = stored.filter(found)
-        where = pos.filter(found).to_numpy(zero_copy_only=False).astype(np.int64)
+        pos = idkeys.index_in(stored.column("task_id"), self.task_ids)
+        found = pos >= 0
+        stored = stored.filter(pa.array(found))
+        where = pos[found]
         keep = np.ones(where.size, dtype=bool)
         if retry_failed:
             keep = pc.fill_null(pc.equal(stored.column("status"), "ok"), False).to_numpy(zero_copy_only=False)
@@ -546,8 +546,9 @@ class Plan:
         blocks, settings = self._block_index(), self._setting_index()
         all_settings = self._all_settings()
 
-        def labels(index: np.ndarray, values: Sequence[Any], kind=pa.string()) -> pa.Array:
-            return pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), pa.array(values, kind)).dictionary_decode()
+        def labels(index: np.ndarray, values: Sequence[Any], kind: pa.DataType | None = None) -> pa.Array:
+            values = pa.array(values, kind or pa.string())
+            return pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), values).dictionary_decode()
 
         table = pa.table(
             {

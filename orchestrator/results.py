@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 
@@ -49,12 +48,11 @@ def read_plan(store: ResultsStore, columns: list[str] | None = None, *,
               read_dictionary: list[str] | None = None) -> pa.Table | None:
     """plan.parquet, or None where there is none; ResultsError if it is damaged.
     ``read_dictionary``: string columns kept dictionary-encoded (a few distinct values each)."""
-    try:
-        data = store.read_bytes(PLAN_FILE)
-    except FileNotFoundError:
+    if not store.exists(PLAN_FILE):
         return None
-    try:
-        table = pq.read_table(io.BytesIO(data), columns=columns, read_dictionary=read_dictionary)
+    try:  # read in place (not as one bytes object first): a million-task plan is tens of MB
+        table = pq.read_table(store.path(PLAN_FILE), columns=columns, read_dictionary=read_dictionary,
+                              filesystem=store.filesystem)
     except (OSError, pa.ArrowException) as exc:
         raise ResultsError(f"{PLAN_FILE} is damaged ({type(exc).__name__}: {exc}); `splitsweep run` writes it "
                            "again", file=store.path(PLAN_FILE)) from None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.errors import ResultsError
 
+from .idkeys import index_in
 from .store import ResultsStore
 
 __all__ = ["SweepStatus", "sweep_status"]
@@ -36,11 +38,12 @@ def sweep_status(location: str) -> SweepStatus:
         raise ResultsError("no plan.parquet: the sweep never started", file=location)
     rows = store.stored_tasks(("status", "error"))
     # each planned task's status: its latest row's, or "remaining"
-    where = pc.index_in(plan["task_id"], value_set=rows["task_id"])
-    status = pc.fill_null(rows["status"].take(where), "remaining")
+    where = index_in(plan["task_id"], rows["task_id"])
+    status = pc.fill_null(rows["status"].take(pa.array(where, mask=where < 0)), "remaining")
     grouped = (
         plan.drop_columns(["task_id"])
         .append_column("status", status)
+        .unify_dictionaries()  # row groups decode to dictionaries of their own
         .group_by([*_CONFIG, "status"], use_threads=False)
         .aggregate([([], "count_all")])
     )
@@ -56,7 +59,7 @@ def sweep_status(location: str) -> SweepStatus:
     ]
     totals = {k: sum(r[k] for r in out) for k in ("tasks", "ok", "failed", "remaining")}
     failed = rows.filter(pc.equal(rows["status"], "failed"))
-    failed = failed.filter(pc.is_in(failed["task_id"], value_set=plan["task_id"]))
+    failed = failed.filter(pa.array(index_in(failed["task_id"], plan["task_id"]) >= 0))
     errors: list[tuple[str, int]] = []
     if failed.num_rows:
         tally = pc.value_counts(failed["error"]).to_pylist()  # in order of first appearance

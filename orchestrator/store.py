@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 
 from tasks.errors import ResultsError
 
+from .idkeys import factorize
 from .lease import LEASE_FILE, Lease, pid_alive, this_host
 from .schema import GROUND_TRUTH_FILE, META_FILE, ROW_SCHEMA, ROWS_DIR, SCHEMA_VERSION, SPEC_FILE
 
@@ -457,12 +457,13 @@ def latest_rows(table: pa.Table) -> pa.Table:
     a failed attempt is superseded by a later success); on equal times ``ok`` wins, then
     the later part file. Needs the columns task_id, finished_at and status."""
     n = table.num_rows
-    if n == 0 or pc.count_distinct(table.column("task_id")).as_py() == n:
+    if n == 0:
         return table
-    ids = np.asarray(table.column("task_id").to_numpy(zero_copy_only=False), dtype=object)
+    codes, distinct = factorize(table.column("task_id"))
+    if distinct == n:
+        return table
     finished = pc.cast(table.column("finished_at"), pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
     ok = pc.fill_null(pc.equal(table.column("status"), "ok"), False).to_numpy(zero_copy_only=False)
-    codes, _ = pd.factorize(ids)
     # lexsort: the last key is primary. Within a task, the last row after sorting wins.
     order = np.lexsort((np.arange(n), ok, finished, codes))
     sorted_codes = codes[order]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,9 +107,10 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
         store.save_spec(spec.text or "", run=run)
         if mode == "ground-truth":
             store.write_json(GROUND_TRUTH_FILE, gt)
-        for file, reason in plan.dataset.problems():
-            out.write(f"warning: {file}: {reason} (its tasks will fail; the others run)\n")
-
+        # Task ids, image checks and hashes are computed while Ray starts (seconds each on
+        # a million-task plan; ray.init mostly waits on the processes it starts).
+        problems: list[tuple[str, str]] = []
+        prepared = _in_background(lambda p: _prepare(p, problems), plan)
         started = connect(RayOptions(address=options.address or spec.execution.address, num_cpus=options.num_cpus))
         if previous is not None:
             _install_sigterm()  # ray.init replaced it
@@ -117,6 +119,9 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
             workers = max(1, cluster_cpus() // spec.execution.threads)
         variants = build_variants(plan, store, out=out)
         payloads = _payloads(plan, variants)
+        prepared()
+        for file, reason in problems:
+            out.write(f"warning: {file}: {reason} (its tasks will fail; the others run)\n")
 
         if spec.evaluation.select is not None:
             plan = _select_images(spec, plan, store, payloads, variants, workers=workers, lease=lease, options=options,
@@ -192,6 +197,35 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, le
     return result
 
 
+def _prepare(plan: Plan, problems: list[tuple[str, str]]) -> None:
+    problems += plan.dataset.problems()
+    if plan.spec.evaluation.select is None:  # else the plan shrinks to the selected images first
+        plan.task_ids  # noqa: B018 - computed and cached
+    for record in plan.records:
+        plan.dataset.content_hash(record)
+
+
+def _in_background(fn: Callable[[Plan], None], plan: Plan) -> Callable[[], None]:
+    """Run ``fn(plan)`` in a thread; the returned function waits for it and re-raises its error."""
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn(plan)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="splitsweep-prepare", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if error:
+            raise error[0]
+
+    return wait
+
+
 def stored_plan_digest(store: ResultsStore) -> str | None:
     """The digest in plan.parquet's footer (only the footer is read); None without one."""
     try:
@@ -219,7 +253,9 @@ def write_plan(store: ResultsStore, plan: Plan, *, lease: Lease | None = None) -
     if stored_plan_digest(store) == plan.digest:
         return False
     buf = io.BytesIO()
-    pq.write_table(plan.to_table(), buf)
+    table = plan.to_table()
+    # task ids are distinct random text: a dictionary only costs time; the labels repeat
+    pq.write_table(table, buf, use_dictionary=[c for c in table.column_names if c != "task_id"])
     if lease is not None:
         lease.verify()
     store.write_bytes(PLAN_FILE, buf.getvalue())

@@ -200,3 +200,18 @@ def test_plan_parquet_written_only_when_the_plan_changes_and_its_ids_reused(vari
     other = varied.with_images([varied.records[0].image_id])
     assert not reuse_stored_ids(store, other) and "id_bytes" not in other._cache
     assert write_plan(store, other) is True and read_plan(store).num_rows == other.size
+
+
+def test_id_keys_match_and_deduplicate_exactly():
+    from orchestrator import idkeys
+
+    ids = [hashlib.sha256(str(i).encode()).hexdigest()[:32] for i in range(2000)]
+    values = pa.chunked_array([ids[1500:] + ["0" * 32], ids[:10]])
+    where = idkeys.index_in(values, pa.array(ids))
+    assert where.tolist() == list(range(1500, 2000)) + [-1] + list(range(10))
+    # not 32 characters: Arrow's string path, same answers
+    assert idkeys.index_in(pa.array(["a", "b", "zz"]), pa.array(["b", "a"])).tolist() == [1, 0, -1]
+    codes, distinct = idkeys.factorize(pa.chunked_array([ids[:5], ids[3:8]]))
+    assert distinct == 8 and codes[3] == codes[5] and codes[4] == codes[6] and len(set(codes[:5])) == 5
+    codes, distinct = idkeys.factorize(pa.array(["a", "b", "a"]))
+    assert distinct == 2 and codes[0] == codes[2] != codes[1]

@@ -30,9 +30,9 @@ def run(args) -> int:
 def finished_code(result) -> int:
     """0 when every planned task is stored ok; otherwise 3, with a last line saying how many
     failed and the most common error."""
-    from orchestrator.cli import EXIT_FAILED_TASKS, EXIT_OK
     import pyarrow.compute as pc
 
+    from orchestrator.cli import EXIT_FAILED_TASKS, EXIT_OK
     from orchestrator.store import ResultsStore, latest_rows
 
     c = result.plan_counts
