@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 5_000
 N_SPLITS = 27
+TRACE = False  # --trace: each line the CLI prints, with its time
 CODECS = "  float16: {}\n  uniform: {bits: [2, 3, 4, 5, 6, 7, 8]}\n"  # 8 settings
 
 
@@ -100,6 +101,8 @@ def timed(cmd: list[str], *, until: str | None = None, timeout: float = 600) -> 
     assert proc.stdout is not None
     for line in proc.stdout:
         seen.append(line)
+        if TRACE:
+            print(f"    {time.perf_counter() - t:6.2f} s  {line.rstrip()[:120]}", flush=True)
         if until and until in line:
             seconds = time.perf_counter() - t
             peak[0] = max(peak[0], _peak_rss_mb(proc.pid))
@@ -133,6 +136,13 @@ def store_rows(spec: Path) -> Path:
     if marker.exists():
         return results
     plan = pq.read_table(results / "plan.parquet")
+    # each image's real content hash, so that a resumed run finds every task done
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import load_spec
+
+    dataset = build_plan(load_spec(spec)).dataset
+    hashes = {r.image_id: dataset.content_hash(r) for r in dataset.records()}
+    image_hash = pa.array([hashes[i] for i in plan.column("image_id").to_pylist()], pa.string())
     rows_dir = results / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
     n = plan.num_rows
@@ -140,6 +150,8 @@ def store_rows(spec: Path) -> Path:
     for field in ROW_SCHEMA:
         if field.name in plan.column_names:
             columns[field.name] = plan.column(field.name).cast(field.type)
+        elif field.name == "image_hash":
+            columns[field.name] = image_hash
         elif field.name == "status":
             columns[field.name] = pa.array(["ok"] * n, field.type)
         elif field.name == "detections":
@@ -165,7 +177,10 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/splitsweep-million"))
     parser.add_argument("--only", nargs="+", choices=["validate", "plan", "run", "status", "resume"],
                         default=["validate", "plan", "run", "status", "resume"])  # fmt: skip
+    parser.add_argument("--trace", action="store_true", help="show each line the CLI prints, with its time")
     args = parser.parse_args()
+    global TRACE
+    TRACE = args.trace
     spec = write_inputs(args.dir)
     for step in args.only:
         if step == "validate":
