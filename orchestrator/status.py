@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 from tasks.errors import ResultsError
 
 from .idkeys import index_in
+from .schema import PLAN_FILE, codec_label, codec_params_dict, codec_sort_key
 from .store import ResultsStore
 
 __all__ = ["SweepStatus", "sweep_status"]
@@ -19,6 +20,10 @@ _CONFIG = ["model", "variant", "split", "codec", "codec_params"]
 
 @dataclass(frozen=True)
 class SweepStatus:
+    """``rows``: one dict per configuration (model, variant, split, codec: its label,
+    codec_name, codec_params, qp, tasks, ok, failed, remaining), sorted by model, variant,
+    numeric split and numeric setting values."""
+
     rows: list[dict]
     totals: dict[str, int]
     errors: list[tuple[str, int]]
@@ -35,7 +40,7 @@ def sweep_status(location: str) -> SweepStatus:
 
     plan = read_plan(store, ["task_id", *_CONFIG], read_dictionary=["model", "variant", "codec", "codec_params"])
     if plan is None:
-        raise ResultsError("no plan.parquet: the sweep never started", file=location)
+        raise ResultsError(f"no {PLAN_FILE}: the sweep never started", file=location)
     rows = store.stored_tasks(("status", "error"))
     # each planned task's status: its latest row's, or "remaining"
     where = index_in(plan["task_id"], rows["task_id"])
@@ -49,14 +54,16 @@ def sweep_status(location: str) -> SweepStatus:
     )
     counts: dict[tuple, dict[str, int]] = {}
     for model, variant, split, codec, params, state, n in zip(*(grouped[c].to_pylist() for c in grouped.column_names)):
-        label = codec if params in ("{}", None) else f"{codec} {params}"
-        key = (model, variant, split, label)
+        key = (model, variant, split, codec, params or "{}")
         counts.setdefault(key, {"ok": 0, "failed": 0, "remaining": 0})
         counts[key][state if state in ("ok", "failed") else "remaining"] += n
-    out = [
-        dict(zip(("model", "variant", "split", "codec"), key), tasks=sum(c.values()), **c)
-        for key, c in sorted(counts.items(), key=lambda kv: kv[0])
-    ]
+    out = []
+    for key in sorted(counts, key=lambda k: (k[0], k[1], k[2], codec_sort_key(k[3], k[4]))):
+        model, variant, split, codec, params = key
+        c = counts[key]
+        qp = (codec_params_dict(params) or {}).get("qp")
+        out.append(dict(model=model, variant=variant, split=split, codec=codec_label(codec, params), codec_name=codec,
+                        codec_params=params, qp=qp, tasks=sum(c.values()), **c))
     totals = {k: sum(r[k] for r in out) for k in ("tasks", "ok", "failed", "remaining")}
     failed = rows.filter(pc.equal(rows["status"], "failed"))
     failed = failed.filter(pa.array(index_in(failed["task_id"], plan["task_id"]) >= 0))

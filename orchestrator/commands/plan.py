@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-NAME = "plan"
-HELP = "Show the tasks and work units a spec makes, and how many are already stored."
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("spec", help="sweep spec (YAML)")
@@ -17,7 +14,7 @@ def run(args) -> int:
     import pyarrow.compute as pc
 
     from orchestrator.plan import REMAINING, build_plan
-    from orchestrator.schema import split_label
+    from orchestrator.schema import codec_label, codec_sort_key, split_label
     from orchestrator.spec import load_spec
     from orchestrator.store import ResultsStore
     from orchestrator.sweep import reuse_stored_ids
@@ -34,13 +31,15 @@ def run(args) -> int:
         stored = stored.filter(pc.equal(stored["status"], "ok"))
     state = plan.state(stored)
     counts = plan.counts(state)
+    configs = plan.config_counts(state)
+    # the same label and order as `status`: settings by value (QP -26 before -10)
+    configs.sort(key=lambda c: (c["model"], c["variant"], c["split"], codec_sort_key(c["setting"].codec, c["setting"].params)))
     rows = [
-        {"model": c["model"], "variant": c["variant"], "split": c["split"], "codec": c["setting"].label,
+        {"model": c["model"], "variant": c["variant"], "split": split_label(c["split"]),
+         "codec": codec_label(c["setting"].codec, c["setting"].params),
          **{k: c[k] for k in ("tasks", "ok", "failed", "remaining")}}
-        for c in plan.config_counts(state)
+        for c in configs
     ]  # fmt: skip
-    rows.sort(key=lambda r: (r["model"], r["variant"], r["split"], r["codec"]))
-    rows = [{**r, "split": split_label(r["split"])} for r in rows]
     print(format_table(rows, ["model", "variant", "split", "codec", "tasks", "ok", "failed", "remaining"]))
     if not args.no_sizes:
         for m in plan.models:
@@ -57,9 +56,8 @@ def run(args) -> int:
 def split_sizes_text(plan, m) -> str:
     """The per-split table of one model: feature maps and shape tensors crossing each cut,
     with sizes measured on the dataset's first image where shape inference cannot tell them."""
-    from orchestrator.commands.inspect import human_bytes
     from orchestrator.cutsizes import measure_on_first_image
-    from orchestrator.table import format_table
+    from orchestrator.table import format_table, human_bytes
     from tasks.graph import SplitGraph
     from tasks.work import describe_error
 
