@@ -97,3 +97,33 @@ def test_sweep_worker_turns_a_unit_into_rows(parts):
     broken = worker.run(payload, _png(photo(8))[:100], unit8)  # a truncated image: every task fails, says why
     assert {r["status"] for r in broken} == {"failed"}
     assert all(r["error"].startswith("DataError: img8.png") for r in broken)
+
+
+def test_pieces_of_a_unit_share_one_head_run(parts):
+    """A unit spread over workers: one worker's head() reaches the others (through the object
+    store on Ray; here by value), who then need no image; a head that cannot be fetched
+    (lost with its worker) is run again locally, with the same rows."""
+    model, _, _ = parts
+    payload = ModelPayload(key="tiny/fp32", model="tiny", variant="fp32", source=model, adapter=ADAPTER["type"],
+                           adapter_settings={k: v for k, v in ADAPTER.items() if k != "type"}, splits=SPLITS)
+    tasks = (UnitTask("t0", 3, codecs.setting("float16")), UnitTask("t1", 5, codecs.setting("none")))
+    unit = UnitPayload(sweep="s", model_key="tiny/fp32", image_id=7, image_name="img7.png", tasks=tasks)
+    image = _png(photo(7))
+    alone = SweepWorker(threads=1).run(payload, image, unit)
+
+    shared = SweepWorker(threads=1).head(payload, image, unit)
+    assert shared is not None and (shared.width, shared.height) == (96, 80)
+    fetched = []
+    other = SweepWorker(threads=1, fetch=lambda ref: fetched.append(ref) or ref[0])
+    rows = other.run(payload, b"not an image: the head comes from the shared ref", unit, [shared])
+    assert fetched and [r["status"] for r in rows] == ["ok", "ok"]
+    assert [r["detections"] for r in rows] == [r["detections"] for r in alone]
+    assert [r["coded_bytes"] for r in rows] == [r["coded_bytes"] for r in alone]
+
+    def lost(ref):
+        raise RuntimeError("owner died")
+
+    rows = SweepWorker(threads=1, fetch=lost).run(payload, image, unit, ["ref"])
+    assert [r["detections"] for r in rows] == [r["detections"] for r in alone]
+    # a head() that fails returns None: the pieces run it themselves and report why
+    assert SweepWorker(threads=1).head(payload, b"broken", unit) is None
