@@ -60,6 +60,8 @@ __all__ = [
     "remote_anchor",
     "anchor_curves",
     "bd_table",
+    "sequence_families",
+    "SEQUENCE_SUFFIX",
 ]
 
 MIN_POINTS = 4
@@ -328,29 +330,39 @@ def bd_table(
         raise ResultsError(f"unknown metric column {metric!r}", key="metric", allowed=["ap", "ap50", "ap75", "miou"])
     if monotonic not in MONOTONIC:
         raise ResultsError(f"unknown curve fit {monotonic!r}", key="fit", allowed=list(MONOTONIC))
+    report = sequence_families(report)
     points = _points(report)
     if anchor is None:
         anchor = default_anchor(report)
     check_anchor(report, anchor, rate=rate)
     remote = _is_remote(points, anchor)
     curves = anchor_curves(report, anchor, rate=rate)
+    # A sequence-coded family is measured against remote inference coded the same way (the
+    # video itself as one stream) when that is stored: inter prediction on both sides.
+    own = {
+        c: anchor_curves(report, c, rate=rate)
+        for c in points["codec"].unique()
+        if remote and str(c).endswith(SEQUENCE_SUFFIX) and c != anchor and _is_remote(points, c)
+    }
     rows = []
     for (model, variant, split), group in points.groupby(["model", "variant", "split"], sort=True):
         if split == REMOTE_SPLIT and not remote:
             continue  # a tensor anchor compares within node splits
-        ref = curves.get((model, variant) if remote else (model, variant, split))
-        ref = _usable(ref, rate, metric) if ref is not None else None
         usable = _usable(group, rate, metric)
         for codec in sorted(group["codec"].unique()):
-            if codec == anchor and (split == REMOTE_SPLIT or not remote):
+            this_anchor = codec if codec in own and (model, variant) in own[codec] else anchor
+            if codec == this_anchor and (split == REMOTE_SPLIT or not remote):
                 continue
+            source = own[codec] if this_anchor != anchor else curves
+            ref = source.get((model, variant) if remote else (model, variant, split))
+            ref = _usable(ref, rate, metric) if ref is not None else None
             test = usable[usable["codec"] == codec]
             row = {
                 "model": model,
                 "variant": variant,
                 "split": split,
                 "codec": codec,
-                "anchor": anchor,
+                "anchor": this_anchor,
                 "anchor_split": REMOTE_SPLIT if remote else split,
                 "points": len(test),
                 "anchor_points": 0 if ref is None else len(ref),
@@ -364,7 +376,7 @@ def bd_table(
             }
             if ref is None or ref.empty:
                 where = "remote inference of this model" if remote else "this split"
-                row["note"] = f"no {anchor} points for {where}"
+                row["note"] = f"no {this_anchor} points for {where}"
             else:
                 notes = []
                 for column, fn in (("bd_rate", bd_rate), ("bd_ap", bd_metric)):
@@ -375,6 +387,22 @@ def bd_table(
                 row["note"] = "; ".join(dict.fromkeys(notes))
             rows.append(row)
     return pd.DataFrame(rows, columns=list(BD_COLUMNS))
+
+
+SEQUENCE_SUFFIX = " sequence"
+
+
+def sequence_families(report: pd.DataFrame) -> pd.DataFrame:
+    """``report`` with sequence-coded configurations (``"sequence": true`` in codec_params) as
+    their own codec family, ``hevc sequence``: intra and inter coding are different curves."""
+    if report.empty or "codec_params" not in report:
+        return report
+    seq = report["codec_params"].astype(str).str.contains('"sequence":true', regex=False)
+    if not seq.any():
+        return report
+    out = report.copy()
+    out.loc[seq, "codec"] = out.loc[seq, "codec"].astype(str) + SEQUENCE_SUFFIX
+    return out
 
 
 def _usable(group: pd.DataFrame, rate: str, metric: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from tasks.errors import ResultsError
 
 from .progress import Progress
 from .store import PartWriter
-from .worker import ModelPayload, SweepWorker, UnitPayload, failed_rows
+from .worker import ModelPayload, SequencePayload, SweepWorker, UnitPayload, failed_rows
 
 __all__ = ["RayOptions", "connect", "ExecutionStats", "run_units", "cluster_cpus", "spread_units"]
 
@@ -186,8 +186,9 @@ def run_units(
     head_refs: dict[tuple, Any] = {}  # head_key → ref of the one head() run its pieces share
     head_users: dict[tuple, int] = {}
     for u in units:
-        image_users[u.image_id] = image_users.get(u.image_id, 0) + 1
-        if u.shared_head:
+        for image_id in _image_ids(u):
+            image_users[image_id] = image_users.get(image_id, 0) + 1
+        if getattr(u, "shared_head", False):
             head_users[u.head_key] = head_users.get(u.head_key, 0) + 1
     payload_refs: dict[str, ModelPayload] = {}
 
@@ -205,10 +206,11 @@ def run_units(
             image_refs[image_id] = ray.put(image_bytes(image_id))
         return image_refs[image_id]
 
-    def release_image(image_id: int) -> None:
-        image_users[image_id] -= 1
-        if image_users[image_id] <= 0:
-            image_refs.pop(image_id, None)
+    def release_image(unit) -> None:
+        for image_id in _image_ids(unit):
+            image_users[image_id] -= 1
+            if image_users[image_id] <= 0:
+                image_refs.pop(image_id, None)
 
     def release_head(unit) -> None:
         if unit.shared_head:
@@ -227,6 +229,8 @@ def run_units(
 
     def dispatch(unit, slot: _Slot):
         up = unit_payload(unit)
+        if isinstance(up, SequencePayload):
+            return _submit(slot.handle, unit, model_payload(up.model_key), up, image_ref)
         model, image = model_payload(up.model_key), image_ref(unit.image_id)
         if not unit.shared_head:
             return slot.handle.run.remote(model, image, up)
@@ -286,7 +290,7 @@ def run_units(
                 except RayTaskError as exc:  # the worker's own code raised outside a task: a bug
                     up = unit_payload(unit)
                     rows = failed_rows(up, payloads[up.model_key], f"{type(exc.cause).__name__}: {exc.cause}")
-                release_image(unit.image_id)
+                release_image(unit)
                 release_head(unit)
                 store(rows)
             if writer.due():
@@ -316,6 +320,20 @@ def run_units(
                 pass
         stats.seconds = time.monotonic() - start
     return stats
+
+
+def _image_ids(unit) -> tuple[int, ...]:
+    """The images a unit reads: one for a work unit, every frame for a sequence unit."""
+    ids = getattr(unit, "image_ids", None)
+    return tuple(ids) if ids is not None else (unit.image_id,)
+
+
+def _submit(handle, unit, model: ModelPayload, up, image_ref: Callable[[int], Any]):
+    """Start a unit on a worker: ``run`` for a work unit, ``run_sequence`` (all frames' images
+    as top-level arguments, so Ray resolves them) for a sequence unit."""
+    if isinstance(up, SequencePayload):
+        return handle.run_sequence.remote(model, up, *[image_ref(i) for i in _image_ids(unit)])
+    return handle.run.remote(model, image_ref(unit.image_id), up)
 
 
 def _replace(slots: list[_Slot], dead: _Slot, new_slot: Callable[[], _Slot], threads: int) -> None:

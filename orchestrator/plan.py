@@ -20,16 +20,17 @@ from tasks import variants as variant_registry
 from tasks.errors import ModelError, SpecError, SplitError, SplitsweepError
 from tasks.graph import SplitGraph
 from tasks.rows import CodecSetting, canonical_json
+from tasks.sequence import is_sequence
 from tasks.work import INPUT_SPLIT, NO_SPLIT
 
 from . import idkeys, taskids
 from .cache import sha256_file
-from .datasets import Dataset, ImageRecord, make_dataset
+from .datasets import Dataset, ImageRecord, VideoDataset, make_dataset
 from .spec import ModelSpec, Spec
 
 __all__ = [
-    "VariantRef", "ModelPlan", "Task", "TaskBlock", "WorkUnit", "Plan", "build_plan", "task_id", "resolve_model_path",
-    "INPUT", "INPUT_SPLIT", "REMAINING", "OK", "FAILED", "PLAN_DIGEST_KEY",
+    "VariantRef", "ModelPlan", "Task", "TaskBlock", "WorkUnit", "SequenceUnit", "Plan", "build_plan", "task_id",
+    "resolve_model_path", "INPUT", "INPUT_SPLIT", "REMAINING", "OK", "FAILED", "PLAN_DIGEST_KEY",
 ]  # fmt: skip
 
 BASELINE = CodecSetting("none", {})
@@ -107,6 +108,38 @@ class WorkUnit:
         """This unit cut into ``n`` adjacent pieces (at most one per task) that share its head run."""
         n = max(1, min(n, self.size))
         return [replace(self, positions=p, shared_head=True) for p in np.array_split(self.positions, n)]
+
+
+@dataclass(frozen=True)
+class SequenceUnit:
+    """A sequence unit: every frame of a video at one (model, variant, split, sequence setting),
+    coded as one stream (tasks.sequence). ``frames`` are all its tasks in frame order (the coder
+    needs them all); ``tasks`` those still to store (resume stores each frame once)."""
+
+    model: str
+    variant: str
+    split: int
+    setting: CodecSetting
+    frames: tuple[Task, ...]
+    tasks: tuple[Task, ...]
+
+    @property
+    def image_ids(self) -> tuple[int, ...]:
+        return tuple(t.image_id for t in self.frames)
+
+    shared_head = False  # its frames' heads run inside the unit
+
+    @property
+    def head_key(self) -> tuple:
+        return (self.model, self.variant, "sequence", self.split, self.setting.canonical)
+
+    def pieces(self, n: int) -> list[SequenceUnit]:
+        """A sequence is coded as one stream: never cut into pieces (execute.spread_units)."""
+        return [self]
+
+    @property
+    def size(self) -> int:
+        return len(self.tasks)
 
 
 def task_id(*, model_hash: str, adapter: str, variant: VariantRef, split: int, setting: CodecSetting, image_id: int) -> str:
@@ -196,9 +229,11 @@ def _codec_settings(spec: Spec) -> list[tuple[CodecSetting, str]]:
 def _check_split_kinds(spec: Spec, models: Sequence[ModelPlan], settings: Sequence[tuple[CodecSetting, str]]) -> None:
     """Image codecs run only at the split `input`, tensor codecs only at node splits; each side needs the other."""
     images = [(s, w) for s, w in settings if codec_registry.is_image_codec(s.codec)]
-    tensors = [(s, w) for s, w in settings if not codec_registry.is_image_codec(s.codec)]
-    if images and not any(m.remote for m in models):
-        setting, where = images[0]
+    tensors = [(s, w) for s, w in settings if codec_registry.is_tensor_codec(s.codec)]
+    # hevc is both: the picture at `input`, packed cut tensors at node splits
+    picture_only = [(s, w) for s, w in images if not codec_registry.is_tensor_codec(s.codec)]
+    if images and not any(m.remote for m in models) and (picture_only or not any(m.splits for m in models)):
+        setting, where = (picture_only or images)[0]
         raise SpecError(
             f"codec {setting.codec!r} codes the input picture (remote inference) and runs only at the split "
             f"`{INPUT}`, which no model lists",
@@ -214,8 +249,9 @@ def _check_split_kinds(spec: Spec, models: Sequence[ModelPlan], settings: Sequen
                 key=f"models[{i}].splits",
                 allowed=codec_registry.image_codec_names(),
             )
-    if tensors and not any(m.splits for m in models) and any(s.codec != "none" for s, _ in tensors):
-        setting, where = next((s, w) for s, w in tensors if s.codec != "none")
+    tensor_only = [(s, w) for s, w in tensors if s.codec != "none" and not codec_registry.is_image_codec(s.codec)]
+    if tensor_only and not any(m.splits for m in models):
+        setting, where = tensor_only[0]
         raise SpecError(
             f"codec {setting.codec!r} codes cut tensors, but no model lists a node split (only `{INPUT}`)",
             file=spec.file,
@@ -262,7 +298,7 @@ class TaskBlock:
 def _pairs(m: ModelPlan, settings: Sequence[CodecSetting]) -> tuple[tuple[int, CodecSetting], ...]:
     """A model's (split, codec setting) pairs in plan order: unsplit, remote inference, node splits."""
     images = [c for c in settings if codec_registry.is_image_codec(c.codec)]
-    tensors = [c for c in settings if not codec_registry.is_image_codec(c.codec)]
+    tensors = [c for c in settings if codec_registry.is_tensor_codec(c.codec)]  # hevc is both
     pairs = [(NO_SPLIT, BASELINE)]
     pairs += [(INPUT_SPLIT, c) for c in images] if m.remote else []
     pairs += [(s, c) for s in m.splits for c in tensors]
@@ -473,12 +509,7 @@ class Plan:
         Chunks of one image stay adjacent so the scheduler can hand them to the worker
         that still holds that image's head outputs.
         """
-        if isinstance(skip, np.ndarray) and skip.dtype == bool:
-            mask = skip
-        elif len(skip):
-            mask = pc.is_in(self.task_ids, value_set=pa.array(list(skip), pa.string())).to_numpy(zero_copy_only=False)
-        else:
-            mask = np.zeros(self.size, dtype=bool)
+        mask = self._skip_mask(skip) | self._sequence_mask()  # sequence tasks run in sequence units
         positions = np.flatnonzero(~mask)
         if not positions.size:
             return []
@@ -491,6 +522,38 @@ class Plan:
             image_id = self.records[int(self.image_index()[chunk[0]])].image_id
             for i in range(0, chunk.size, chunk_tasks):
                 units.append(WorkUnit(b.model.name, b.variant.label, image_id, chunk[i : i + chunk_tasks], self))
+        return units
+
+    def _skip_mask(self, skip: np.ndarray | Collection[str]) -> np.ndarray:
+        if isinstance(skip, np.ndarray) and skip.dtype == bool:
+            return skip
+        if len(skip):
+            return pc.is_in(self.task_ids, value_set=pa.array(list(skip), pa.string())).to_numpy(zero_copy_only=False)
+        return np.zeros(self.size, dtype=bool)
+
+    def _sequence_mask(self) -> np.ndarray:
+        """Per task: whether its setting codes a video's frames together (``sequence: true``)."""
+        sequence = np.array([is_sequence(c) for c in self._all_settings()], dtype=bool)
+        return sequence[self._setting_index()] if self.size else np.zeros(0, dtype=bool)
+
+    def sequence_units(self, *, skip: np.ndarray | Collection[str] = ()) -> list[SequenceUnit]:
+        """Sequence units (``sequence: true`` settings) with a frame still to store, in plan order:
+        one per (model, variant, split, setting), its frames in image order."""
+        positions = np.flatnonzero(self._sequence_mask())
+        if not positions.size:
+            return []
+        stored = self._skip_mask(skip)
+        pair = (positions - np.array([self.blocks[b].start for b in self._block_index()[positions]])) % np.array(
+            [len(self.blocks[b].pairs) for b in self._block_index()[positions]])
+        key = self._block_index()[positions].astype(np.int64) * (1 << 20) + pair
+        units = []
+        for k in dict.fromkeys(key.tolist()):
+            frames = positions[key == k]  # image-major blocks: already in image order
+            todo = frames[~stored[frames]]
+            if todo.size:
+                tasks = [self.task(int(p)) for p in frames]
+                units.append(SequenceUnit(tasks[0].model, tasks[0].variant, tasks[0].split, tasks[0].setting,
+                                          tuple(tasks), tuple(self.task(int(p)) for p in todo)))
         return units
 
     def record(self, image_id: int) -> ImageRecord:
@@ -576,7 +639,21 @@ def build_plan(spec: Spec, *, fetch_assets: bool = True, dataset: Dataset | None
     _check_split_kinds(spec, models, written)
     if dataset is None:
         dataset = make_dataset(spec.dataset.config(spec.resolve), spec_file=spec.file)
+    _check_sequences(spec, dataset, written)
     records = tuple(dataset.records())
     if not records:
         raise SpecError("the dataset has no images", file=spec.file, key="dataset")
     return Plan(spec, dataset, records, models, settings)
+
+
+def _check_sequences(spec: Spec, dataset: Dataset, settings: Sequence[tuple[CodecSetting, str]]) -> None:
+    """``sequence: true`` codes a video's frames together: only a video dataset has them."""
+    for setting, where in settings:
+        if is_sequence(setting) and not isinstance(dataset, VideoDataset):
+            raise SpecError(
+                f"codec {setting.codec!r} with sequence: true codes the frames of a video together, "
+                f"but the dataset is not a video",
+                file=spec.file,
+                key=f"{where}.sequence",
+                allowed="sequence: false, or dataset: {type: video, path: FILE}",
+            )

@@ -19,13 +19,13 @@ from tasks.errors import SpecError
 
 from .execute import ExecutionStats, RayOptions, cluster_cpus, connect, run_units
 from .lease import Lease
-from .plan import PLAN_DIGEST_KEY, Plan, WorkUnit, build_plan
+from .plan import PLAN_DIGEST_KEY, Plan, SequenceUnit, WorkUnit, build_plan
 from .progress import Progress
 from .schema import GROUND_TRUTH_FILE, PLAN_FILE
 from .spec import Spec
 from .store import ResultsStore
 from .variants import VariantBuild, build_variants
-from .worker import ModelPayload, UnitPayload, UnitTask, failed_rows
+from .worker import ModelPayload, SequencePayload, UnitPayload, UnitTask, failed_rows
 
 __all__ = ["SweepOptions", "SweepResult", "Terminated", "run_sweep", "evaluation_mode", "write_plan", "reuse_stored_ids"]
 
@@ -157,7 +157,7 @@ def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, le
     hashes = [plan.dataset.content_hash(r) for r in plan.records]
     done, changed = plan.resume(store.stored_tasks(), image_hashes=hashes, retry_failed=options.retry_failed)
     writer = store.writer(run=lease.run, flush_seconds=spec.execution.flush_seconds, lease=lease)
-    units = plan.units(skip=done, chunk_tasks=spec.execution.chunk_tasks)
+    units = [*plan.units(skip=done, chunk_tasks=spec.execution.chunk_tasks), *plan.sequence_units(skip=done)]
     skipped = int(done.sum())
     if changed.any():
         images = len(np.unique(plan.image_index()[changed]))
@@ -266,7 +266,9 @@ def _payload_key(model: str, variant: str) -> str:
     return f"{model}/{variant}"
 
 
-def _unit_payload(plan: Plan, unit: WorkUnit) -> UnitPayload:
+def _unit_payload(plan: Plan, unit: WorkUnit | SequenceUnit) -> UnitPayload | SequencePayload:
+    if isinstance(unit, SequenceUnit):
+        return _sequence_payload(plan, unit)
     record = plan.record(unit.image_id)
     return UnitPayload(
         sweep=plan.spec.sweep,
@@ -275,6 +277,28 @@ def _unit_payload(plan: Plan, unit: WorkUnit) -> UnitPayload:
         image_name=plan.dataset.source(record),
         image_hash=plan.dataset.content_hash(record),
         tasks=tuple(UnitTask(t.task_id, t.split, t.setting) for t in unit.tasks),
+    )
+
+
+def _sequence_payload(plan: Plan, unit: SequenceUnit) -> SequencePayload:
+    frames = tuple(
+        UnitPayload(
+            sweep=plan.spec.sweep,
+            model_key=_payload_key(unit.model, unit.variant),
+            image_id=t.image_id,
+            image_name=plan.dataset.source(plan.record(t.image_id)),
+            image_hash=plan.dataset.content_hash(plan.record(t.image_id)),
+            tasks=(UnitTask(t.task_id, t.split, t.setting),),
+        )
+        for t in unit.frames
+    )
+    return SequencePayload(
+        sweep=plan.spec.sweep,
+        model_key=_payload_key(unit.model, unit.variant),
+        split=unit.split,
+        setting=unit.setting,
+        frames=frames,  # type: ignore[arg-type]
+        store=frozenset(t.task_id for t in unit.tasks),
     )
 
 

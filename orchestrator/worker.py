@@ -23,9 +23,10 @@ from tasks import detectors
 from tasks.images import decode_image
 from tasks.rows import CodecSetting
 from tasks.runtime import SplitRunner
+from tasks.sequence import run_sequence
 from tasks.work import INPUT_SPLIT, NO_SPLIT, HeadOutput, TaskOutcome, describe_error, run_head, run_tasks
 
-__all__ = ["ModelPayload", "UnitPayload", "SharedHead", "SweepWorker", "failed_rows"]
+__all__ = ["ModelPayload", "UnitPayload", "SequencePayload", "SharedHead", "SweepWorker", "failed_rows"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,19 @@ class SharedHead(NamedTuple):
     head: HeadOutput
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class SequencePayload:
+    """A sequence unit on the wire: its frames in order (one UnitPayload of one task each,
+    the image bytes passed alongside in the same order) and which of them to store."""
+
+    sweep: str
+    model_key: str
+    split: int
+    setting: CodecSetting
+    frames: tuple[UnitPayload, ...]
+    store: frozenset[str]  # task ids to return rows for (resume: the others are stored already)
 
 
 class SweepWorker:
@@ -171,6 +185,50 @@ class SweepWorker:
             for task, outcome in zip(unit.tasks, outcomes)
         ]
 
+
+    def run_sequence(self, payload: ModelPayload, unit: SequencePayload, *images: bytes) -> list[dict]:
+        """Rows for the frames of a sequence unit still to store (``unit.store``); see tasks.sequence."""
+        start = time.perf_counter()
+        try:
+            return self._run_sequence(payload, unit, images)
+        finally:
+            self._keep_memory_bounded()
+            self.busy_s += time.perf_counter() - start
+
+    def _run_sequence(self, payload: ModelPayload, unit: SequencePayload, images: Sequence[bytes]) -> list[dict]:
+        try:
+            runner, adapter, payload = self._load(payload)
+            self._head = None  # the sequence runs its own heads: free the cached image's tensors
+            split = unit.split if unit.split in _WHOLE_MODEL else _variant_split(payload, unit.split)
+            sizes = []
+
+            def frames():
+                for frame, data in zip(unit.frames, images):
+                    rgb = decode_image(data, name=frame.image_name)
+                    sizes.append(rgb.shape[:2])
+                    yield rgb
+
+            if split is None or split in runner.invalid:
+                task = UnitTask(unit.frames[0].tasks[0].task_id, unit.split, unit.setting)
+                outcomes = [_no_counterpart(task, payload, runner)] * len(unit.frames)
+                sizes = [(None, None)] * len(unit.frames)
+            else:
+                from tasks.codecs import build
+
+                outcomes = run_sequence(runner, adapter, _Lazy(frames(), len(unit.frames)), split, unit.setting,
+                                        build(unit.setting))
+                sizes += [(None, None)] * (len(unit.frames) - len(sizes))
+            seen: dict[int, str | None] = {}
+            outcomes = [_check_finite(o, seen) for o in outcomes]
+        except Exception as exc:  # noqa: BLE001 - the unit's rows carry the error
+            return failed_rows(unit, payload, describe_error(exc), worker=self.name)
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = []
+        for frame, outcome, (height, width) in zip(unit.frames, outcomes, sizes):
+            task = frame.tasks[0]
+            if task.task_id in unit.store:
+                rows.append(_row(frame, payload, task, outcome, width=width, height=height, worker=self.name, now=now))
+        return rows
 
     def _keep_memory_bounded(self) -> None:
         """Above its memory budget, hand freed heap back to the OS.
@@ -293,7 +351,24 @@ def _row(unit, payload, task: UnitTask, outcome: TaskOutcome, *, width, height, 
     return row
 
 
-def failed_rows(unit: UnitPayload, payload: ModelPayload, error: str, *, worker: str | None = None) -> list[dict]:
+class _Lazy:
+    """The frames of a sequence, decoded one at a time as the coder asks for them; ``len`` known upfront."""
+
+    def __init__(self, frames, count: int) -> None:
+        self._frames, self._count = frames, count
+
+    def __iter__(self):
+        return iter(self._frames)
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def failed_rows(unit: UnitPayload | SequencePayload, payload: ModelPayload, error: str, *,
+                worker: str | None = None) -> list[dict]:
+    if isinstance(unit, SequencePayload):
+        return [row for frame in unit.frames if frame.tasks[0].task_id in unit.store
+                for row in failed_rows(frame, payload, error, worker=worker)]
     now = dt.datetime.now(dt.timezone.utc)
     rows = []
     for task in unit.tasks:

@@ -99,7 +99,7 @@ def describe_error(exc: BaseException) -> str:
 def _one_task(runner, adapter, head: HeadOutput, split: int, setting: CodecSetting, codec: Codec, ranges: dict):
     if split == INPUT_SPLIT:
         return remote_task(runner, adapter, head, setting, codec)
-    if isinstance(codec, ImageCodec):
+    if isinstance(codec, ImageCodec) and not getattr(codec, "codes_tensors", False):
         raise CodecError(
             f"codec {setting.codec!r} codes the input picture (remote inference), not the cut tensors of split {split}",
             key=setting.codec,

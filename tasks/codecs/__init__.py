@@ -9,7 +9,10 @@ Built-in codecs: ``none`` (raw, bit-exact), ``float16``, ``bfloat16``, ``uniform
 ``nncodec`` take ``zstd: <level>`` for a lossless zstd stage. Image codecs for remote
 inference (the split ``input``: the picture is coded, the whole model runs on the
 server): ``jpeg``, ``webp``, ``avif`` (Pillow) and ``hevc`` (libx265 through PyAV); they
-write the standard bitstream itself (``image.ImageCodec``), see ``is_image_codec``. Every codec writes one
+write the standard bitstream itself (``image.ImageCodec``), see ``is_image_codec``.
+``hevc`` is also a tensor codec (``is_tensor_codec``): at node splits it codes the cut's
+feature maps packed into one monochrome frame, and with ``sequence: true`` a video's
+frames as one stream with inter prediction (``tasks.sequence``). Every codec writes one
 self-describing byte string (see ``container``): ``coded_bytes = len(encode(arrays))``.
 Shape tensors (non-float tensors, float scalars and float vectors of at most 64 elements,
 empty tensors; see ``tasks.tensorkinds``) pass through losslessly in every codec, as raw
@@ -51,6 +54,7 @@ __all__ = [
     "label",
     "ImageCodec",
     "is_image_codec",
+    "is_tensor_codec",
     "image_codec_names",
 ]
 
@@ -64,6 +68,14 @@ CODECS: Registry[type[Codec]] = Registry(
 def is_image_codec(name: str) -> bool:
     """True for the codecs of the remote-inference split ``input`` (they code the picture, not cut tensors)."""
     return isinstance(name, str) and name in CODECS and issubclass(CODECS.get(name), ImageCodec)
+
+
+def is_tensor_codec(name: str) -> bool:
+    """True for the codecs of node splits (they code the cut tensors); ``hevc`` is both kinds."""
+    if not isinstance(name, str) or name not in CODECS:
+        return False
+    cls = CODECS.get(name)
+    return not issubclass(cls, ImageCodec) or bool(getattr(cls, "codes_tensors", False))
 
 
 def image_codec_names() -> list[str]:

@@ -5,14 +5,14 @@ Layout (all integers little-endian)::
     preamble, 20 bytes
       magic       4s   b"SSWC"
       version     u8   1
-      codec id    u8   which codec wrote it (none 0, float16 1, bfloat16 2, uniform 3, nncodec 4)
+      codec id    u8   which codec wrote it (none 0, float16 1, bfloat16 2, uniform 3, nncodec 4, hevc 5)
       flags       u8   bit 0: the body is one zstd frame
       reserved    u8   0
       body length u64  bytes after the preamble (after zstd when flag 0 is set)
       body crc32  u32  zlib.crc32 of those bytes
     body
       count       u32  number of tensors
-      stream len  u64  length of the shared stream at the end (NNCodec's NNR bitstream)
+      stream len  u64  length of the shared stream at the end (NNCodec's NNR bitstream, HEVC's Annex-B stream)
       per tensor, in encoding order:
         name len u16, name (UTF-8), dtype code u8, rank u8, dims u64 × rank,
         method u8 (how the payload is coded), meta len u32, meta (method parameters),
@@ -47,6 +47,7 @@ __all__ = [
     "BFLOAT16",
     "UNIFORM",
     "NNR",
+    "HEVC",
     "Entry",
     "Container",
     "pack",
@@ -63,10 +64,10 @@ VERSION = 1
 FLAG_ZSTD = 1
 
 # payload methods: a codec picks one per tensor (non-float tensors are always RAW)
-RAW, FLOAT16, BFLOAT16, UNIFORM, NNR = 0, 1, 2, 3, 4
-_METHODS = {RAW: "raw", FLOAT16: "float16", BFLOAT16: "bfloat16", UNIFORM: "uniform", NNR: "nnr"}
+RAW, FLOAT16, BFLOAT16, UNIFORM, NNR, HEVC = 0, 1, 2, 3, 4, 5
+_METHODS = {RAW: "raw", FLOAT16: "float16", BFLOAT16: "bfloat16", UNIFORM: "uniform", NNR: "nnr", HEVC: "hevc"}
 
-_CODEC_NAMES = {0: "none", 1: "float16", 2: "bfloat16", 3: "uniform", 4: "nncodec"}
+_CODEC_NAMES = {0: "none", 1: "float16", 2: "bfloat16", 3: "uniform", 4: "nncodec", 5: "hevc"}
 
 DTYPES: dict[np.dtype, int] = {
     np.dtype(t): i

@@ -1,0 +1,254 @@
+"""hevc as a feature codec: cut tensors packed into monochrome frames and coded with libx265,
+and video sequences coded as one stream with inter prediction (real x265 through PyAV)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.codecs import build, is_image_codec, is_tensor_codec, setting
+from tasks.codecs import hevc as hevc_module
+from tasks.codecs.hevc import frame_layout
+from tasks.errors import CodecError
+
+ROOT = Path(__file__).resolve().parent.parent
+RNG = np.random.default_rng(14)
+
+
+def cut(*shapes, dtype=np.float32) -> dict[str, np.ndarray]:
+    return {f"t{i}": RNG.standard_normal(s).astype(dtype) for i, s in enumerate(shapes)}
+
+
+def test_hevc_is_the_picture_codec_at_input_and_a_tensor_codec_at_node_splits():
+    assert is_image_codec("hevc") and is_tensor_codec("hevc")
+    assert is_tensor_codec("nncodec") and not is_image_codec("nncodec")
+    assert is_image_codec("jpeg") and not is_tensor_codec("jpeg")
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [[()], [(100,)], [(7, 9)], [(3, 7, 9)], [(1, 5, 7, 9)], [(2, 3, 4, 5, 6)],
+     [(1, 16, 12, 10), (1, 3, 24, 20), (300,), (5, 6)]],  # several tensors of different shapes in one cut
+)
+def test_packing_is_exact_for_every_rank_and_several_tensors(shapes):
+    layout = frame_layout([(f"t{i}", s) for i, s in enumerate(shapes)])
+    assert layout.width % 8 == 0 and layout.height % 8 == 0
+    frame = np.zeros((layout.height, layout.width), np.uint16)
+    levels = {}
+    for i, (s, p) in enumerate(zip(shapes, layout.placements)):
+        q = RNG.integers(1, 1024, size=s).astype(np.uint16)  # never 0: a tile overwriting another would show
+        hevc_module._place(frame, p, q)
+        levels[f"t{i}"] = q
+    for p in layout.placements:
+        assert np.array_equal(hevc_module._take(frame, p), levels[p.name])
+    # the blocks do not overlap and every value is placed once
+    assert int((frame > 0).sum()) == sum(q.size for q in levels.values())
+
+
+def test_layout_tiles_channels_near_square():
+    (p,) = frame_layout([("x", (1, 64, 32, 32))]).placements
+    assert (p.cols, p.rows) == (8, 8)
+    layout = frame_layout([("a", (1, 96, 128, 128)), ("b", (1, 576, 16, 16))])
+    assert layout.width == 10 * 128 and layout.height == 10 * 128 + 24 * 16  # 96 → 10×10 grid, 576 → 24×24
+
+
+def test_lossless_mode_reproduces_tensors_within_half_a_10_bit_step():
+    arrays = {**cut((1, 8, 20, 24), (2, 40, 30), (150,)), "f16": RNG.random((1, 4, 9, 11)).astype(np.float16),
+              "shape": np.array([1, 3, 64, 64], np.int64), "scale": np.float32(0.25), "empty": np.zeros((0, 4), np.float32)}
+    codec = build(setting("hevc", {"qp": 0, "lossless": True}))
+    data = codec.encode(arrays)
+    out = codec.decode(data)
+    assert codec.decode(data).keys() == arrays.keys()
+    for name, ref in arrays.items():
+        assert out[name].dtype == ref.dtype and out[name].shape == ref.shape
+        if name in ("shape", "scale", "empty"):
+            assert np.array_equal(out[name], ref)  # shape tensors: bit-exact
+            continue
+        half_step = (float(ref.max()) - float(ref.min())) / 1023 / 2
+        err = float(np.abs(out[name].astype(np.float64) - ref.astype(np.float64)).max())
+        tol = half_step * (1 + 1e-5) + (float(np.abs(ref).max()) * 2**-10 if ref.dtype == np.float16 else 1e-6)
+        assert err <= tol, (name, err, half_step)
+    # the same bytes decode to the same tensors (a fresh decoder, as on another worker)
+    again = build(setting("hevc", {"qp": 0, "lossless": True})).decode(data)
+    assert all(np.array_equal(again[k], out[k]) for k in out)
+
+
+def test_qp_0_is_close_and_8_bits_are_coarser():
+    arrays = cut((1, 16, 32, 32))
+    ref = arrays["t0"]
+    span = float(ref.max() - ref.min())
+    err10 = float(np.abs(build(setting("hevc", {"qp": 0})).decode(build(setting("hevc", {"qp": 0})).encode(arrays))["t0"] - ref).max())
+    c8 = build(setting("hevc", {"qp": 0, "bit_depth": 8}))
+    err8 = float(np.abs(c8.decode(c8.encode(arrays))["t0"] - ref).max())
+    # x265's QP 0 is not lossless (lossless: true is): on white noise, the worst case, within 4 steps
+    assert err10 <= 4 * span / 1023, err10 / (span / 1023)
+    assert err8 >= 0.4 * span / 255 and err8 > err10
+
+
+def test_bytes_fall_with_qp_and_coded_bytes_count_side_information():
+    x = np.maximum(RNG.standard_normal((1, 32, 24, 24)), 0).astype(np.float32)  # ReLU-like
+    sizes = [len(build(setting("hevc", {"qp": qp})).encode({"x": x})) for qp in (22, 27, 32, 37, 42, 47)]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > 2 * sizes[-1], sizes
+    data = build(setting("hevc", {"qp": 32})).encode({"x": x})
+    from tasks.codecs import container
+
+    box = container.unpack(data)
+    assert box.stream[:4] == b"\x00\x00\x00\x01"  # Annex-B inside, counted in the coded bytes
+    assert len(data) == len(box.stream) + container.header_size(["x"], [4]) + 9
+
+
+@pytest.mark.parametrize(
+    "params, key, allowed",
+    [
+        ({"qp": 52}, "codecs.hevc.qp", "int in [0, 51]"),
+        ({"qp": -1}, "codecs.hevc.qp", "int in [0, 51]"),
+        ({"qp": 30, "bit_depth": 9}, "codecs.hevc.bit_depth", "8 or 10"),
+        ({"qp": 30, "bit_depth": 12}, "codecs.hevc.bit_depth", "8 or 10"),
+    ],
+)
+def test_bad_settings_name_the_key_and_what_is_allowed(params, key, allowed):
+    with pytest.raises(CodecError) as err:
+        setting("hevc", params, file="s.yaml", key="codecs.hevc")
+    assert err.value.key == key and err.value.file == "s.yaml" and allowed in str(err.value)
+
+
+def test_a_cut_too_large_for_hevc_is_refused_with_the_size():
+    codec = build(setting("hevc", {"qp": 30}))
+    huge = np.zeros((1, 4, 9000, 9000), np.float32)  # packs to 18000×18000 > HEVC's 16888
+    with pytest.raises(CodecError) as err:
+        codec.encode({"x": huge})
+    assert "18000×18000" in str(err.value) and "16888" in str(err.value)
+
+
+def test_nan_is_refused():
+    with pytest.raises(CodecError, match="NaN"):
+        build(setting("hevc", {"qp": 30})).encode({"x": np.full((1, 2, 8, 8), np.nan, np.float32)})
+
+
+def moving_frames(n: int, *, shape=(1, 8, 32, 32)) -> list[dict[str, np.ndarray]]:
+    """Cut tensors of a slowly changing scene: a smooth pattern drifting one pixel per frame."""
+    yy, xx = np.mgrid[0 : shape[2], 0 : shape[3] + n]
+    base = np.stack([np.sin((xx + 3 * c) / 5.0) * np.cos(yy / (4.0 + c)) for c in range(shape[1])])[None]
+    return [{"x": np.ascontiguousarray(base[..., i : i + shape[3]]).astype(np.float32)} for i in range(n)]
+
+
+def test_a_sequence_costs_fewer_bytes_than_intra_frames_and_decodes_per_frame():
+    frames = moving_frames(12)
+    seq = build(setting("hevc", {"qp": 32, "sequence": True, "intra_period": 32}))
+    code = seq.encode_sequence(iter(frames))
+    assert len(code.frame_bytes) == 12 and sum(code.frame_bytes) == len(code.stream)
+    assert code.frame_bytes[0] == max(code.frame_bytes)  # the intra picture (and the headers)
+    intra = build(setting("hevc", {"qp": 32}))
+    intra_bytes = sum(len(intra.encode(f)) for f in frames)
+    seq_bytes = sum(code.coded_bytes(i) for i in range(12))
+    assert seq_bytes < 0.6 * intra_bytes, (seq_bytes, intra_bytes)
+    decoded = seq.decode_sequence(code)
+    for i, (f, d) in enumerate(zip(frames, decoded)):
+        # in display order: each decoded frame is closest to its own original, not a neighbour
+        assert int(np.argmin([np.mean((d["x"] - g["x"]) ** 2) for g in frames])) == i
+        span = float(f["x"].max() - f["x"].min())
+        assert float(np.abs(d["x"] - f["x"]).max()) < 0.15 * span
+
+
+def test_picture_sequence_round_trips_odd_sizes():
+    from tests.tinydet import photo
+
+    pictures = [photo(k, width=45, height=31) for k in range(3)]
+    codec = build(setting("hevc", {"qp": 22, "sequence": True}))
+    code = codec.encode_picture_sequence(pictures)
+    out = codec.decode_picture_sequence(code)
+    assert [o.shape for o in out] == [(31, 45, 3)] * 3
+    assert len(code.sides[0]) == 8 and code.coded_bytes(0) == code.frame_bytes[0] + 8
+
+
+# -- sequence units in a real sweep (Ray, the tiny detector on a real video) ---------------
+
+
+VIDEO_SPEC = """sweep: seq
+output: {out}
+dataset: {{type: video, path: {video}{limit}}}
+models:
+  - name: tinydet
+    path: {model}
+    adapter: {adapter}
+    splits: [input, 3]
+codecs:
+  none: {{}}
+  hevc: {{qp: [27, 37], sequence: true, intra_period: 8}}
+execution: {{workers: 2}}
+"""
+
+
+@pytest.fixture(scope="module")
+def video_root(tmp_path_factory):
+    from tests.test_video_rates import write_video
+    from tests.tinydet import adapter_settings, tiny_detector
+
+    root = tmp_path_factory.mktemp("seq")
+    video = write_video(root / "clip.avi", frames=8)
+    model = root / "tinydet.onnx"
+    model.write_bytes(tiny_detector().SerializeToString())
+
+    def spec(limit: int | None, out: Path) -> Path:
+        path = root / f"spec-{limit}.yaml"
+        path.write_text(VIDEO_SPEC.format(out=out, video=video, model=model, adapter=json.dumps(adapter_settings()),
+                                          limit=f", limit: {limit}" if limit else ""))
+        return path
+
+    return root, spec
+
+
+def test_sequence_units_resume_storing_each_frame_once(video_root, ray_local):
+    from orchestrator.plan import build_plan
+    from orchestrator.report import build_report
+    from orchestrator.spec import load_spec
+    from orchestrator.store import ResultsStore
+    from orchestrator.sweep import SweepOptions, run_sweep
+
+    root, spec = video_root
+    out = root / "resume"
+    half = load_spec(spec(4, out))
+    plan = build_plan(half)
+    units = plan.sequence_units()
+    # one unit per (split, setting): input and split 3 at two QPs, 4 frames each
+    assert sorted((u.split, u.setting.qp, len(u.frames)) for u in units) == [(-2, 27, 4), (-2, 37, 4), (3, 27, 4), (3, 37, 4)]
+    assert {t.setting.codec for u in plan.units() for t in u.tasks} == {"none"}
+    first = run_sweep(half, SweepOptions(workers=2))
+    assert first.plan_counts == {**first.plan_counts, "ok": 4 * 6, "failed": 0, "remaining": 0}
+
+    full = load_spec(spec(None, out))  # the same video, 8 frames: frames 1–4 of every sequence are stored
+    full_plan = build_plan(full)
+    stored = ResultsStore(str(out)).task_status()
+    todo = full_plan.sequence_units(skip=set(stored))
+    assert [(len(u.frames), len(u.tasks)) for u in todo] == [(8, 4)] * 4
+    second = run_sweep(full, SweepOptions(workers=2))
+    assert second.skipped == 4 * 6 and second.stats.rows_ok == 4 * 6
+    rows = ResultsStore(str(out)).read_rows(["task_id", "split", "codec_params", "image_id", "coded_bytes", "status"])
+    ids = rows["task_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 8 * 6  # every frame stored once (unsplit, none at 3, 4 sequences)
+    assert set(rows["status"].to_pylist()) == {"ok"}
+    table = rows.to_pandas()
+    seq = table[table["codec_params"].str.contains('"sequence":true')]
+    assert len(seq) == 8 * 4 and (seq["coded_bytes"] > 0).all()
+    report = build_report(str(out)).table
+    assert {"hevc"} <= set(report["codec"])
+
+
+def test_sequence_on_a_photo_dataset_exits_2_naming_the_key(tmp_path):
+    from tests.tinydet import tiny_detector, write_coco_folder, write_spec
+
+    model = tmp_path / "tinydet.onnx"
+    model.write_bytes(tiny_detector().SerializeToString())
+    images, ann = write_coco_folder(tmp_path / "data", n_images=2)
+    spec = write_spec(tmp_path, model=model, images=images, annotations=ann, output=tmp_path / "out",
+                      codecs="  hevc: {qp: [30], sequence: true}\n", sweep="bad")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-m", "orchestrator", "validate", str(spec)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "codecs.hevc.sequence" in run.stderr and "type: video" in run.stderr
