@@ -3,6 +3,11 @@
     python benchmarks/codecs_bench.py            # 1×256×38×38 and 1×64×256×256
     python benchmarks/codecs_bench.py --small    # only 1×256×38×38
     python benchmarks/codecs_bench.py --repeat 5
+    python benchmarks/codecs_bench.py --hevc     # only nncodec and hevc, on an 8 MB cut too
+
+hevc packs the tensor into one 10-bit monochrome frame (tasks/codecs/hevc.py) and is run
+at presets 0 (ultrafast), 2 (veryfast) and 5 (medium): the encode seconds per cut and
+preset say whether HEVC coding dominates a sweep more than NNCodec does.
 
 The activation is the ReLU of a spatially smoothed Gaussian field with per-channel gain
 and bias (fixed seed; ``tests.graphs.relu_activation``, which tests/test_nncodec.py uses
@@ -35,7 +40,9 @@ SETTINGS = [
     ("uniform", {"bits": 4}),
     ("uniform", {"bits": 2}),
     *[("nncodec", {"qp": qp, "use_dq": dq}) for qp in (-38, -18, 0) for dq in (True, False)],
+    *[("hevc", {"qp": qp, "preset": preset}) for preset in (0, 2, 5) for qp in (22, 32, 42)],
 ]
+SHAPES = {"small": (1, 256, 38, 38), "cut8mb": (1, 128, 128, 128), "large": (1, 64, 256, 256)}
 
 # FACTS.md, measured with nncodec.tensor.encode on a (different) ReLU activation 1×256×38×38
 FACTS = {-38: 272_595, -18: 150_950, 0: 40_228}
@@ -50,7 +57,7 @@ def best_of(repeat: int, fn):
     return best, out
 
 
-def run(shape, repeat: int) -> None:
+def run(shape, repeat: int, only: tuple[str, ...] = ()) -> None:
     x = relu_activation(shape)
     arrays = {"act": x}
     print(
@@ -60,6 +67,8 @@ def run(shape, repeat: int) -> None:
     print(f"{'codec':<10} {'settings':<18} {'coded B':>11} {'ratio':>7} {'bit/val':>8} "
           f"{'enc s':>7} {'dec s':>7} {'enc MB/s':>9} {'max err':>9} {'PSNR dB':>8}")
     for name, params in SETTINGS:
+        if only and name not in only:
+            continue
         codec = build(setting(name, params))
         enc_s, data = best_of(repeat, lambda codec=codec: codec.encode(arrays))
         dec_s, out = best_of(repeat, lambda codec=codec, data=data: codec.decode(data))
@@ -82,8 +91,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="only the 1×256×38×38 tensor")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (best is kept)")
+    ap.add_argument("--hevc", action="store_true",
+                    help="only nncodec and hevc, on 1×256×38×38 and an 8 MB cut 1×128×128×128 (as CenterNet's split 246)")
     args = ap.parse_args()
-    shapes = [(1, 256, 38, 38)] + ([] if args.small else [(1, 64, 256, 256)])
+    if args.hevc:
+        for shape in (SHAPES["small"], SHAPES["cut8mb"]):
+            run(shape, args.repeat, only=("nncodec", "hevc"))
+        return
+    shapes = [SHAPES["small"]] + ([] if args.small else [SHAPES["large"]])
     for shape in shapes:
         run(shape, args.repeat)
 

@@ -238,6 +238,27 @@ def test_sequence_units_resume_storing_each_frame_once(video_root, ray_local):
     report = build_report(str(out)).table
     assert {"hevc"} <= set(report["codec"])
 
+    # video reporting: the CTTC-style table keeps sequence coding as its own family, with kbps
+    from orchestrator.bdrate import sequence_families
+    from orchestrator.videotable import cttc_table
+
+    assert set(sequence_families(report)["codec"]) == {"none", "hevc sequence"}
+    cttc = cttc_table(report, sequence="clip", frame_rate=15.0)
+    seq_rows = cttc[cttc["codec"] == "hevc sequence"]
+    assert sorted(zip(seq_rows["split"], seq_rows["qp"])) == [(-2, 27), (-2, 37), (3, 27), (3, 37)]
+    assert (seq_rows["frames"] == 8).all()
+    mean_bytes = seq.groupby(["split", "codec_params"])["coded_bytes"].mean()
+    for row in seq_rows.itertuples():
+        params = json.dumps({"bit_depth": 10, "intra_period": 8, "lossless": False, "preset": 5, "qp": int(row.qp),
+                             "sequence": True}, separators=(",", ":"))
+        assert row.kbps == pytest.approx(8 * mean_bytes[(row.split, params)] * 15.0 / 1000)
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    cli = subprocess.run([sys.executable, "-m", "orchestrator", "report", str(out), "--cttc", "--format", "csv"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    lines = cli.stdout.splitlines()
+    assert lines[0].startswith("sequence,model,variant,split,codec,qp,frames,kbps") and len(lines) == 1 + len(cttc)
+
 
 def test_sequence_on_a_photo_dataset_exits_2_naming_the_key(tmp_path):
     from tests.tinydet import tiny_detector, write_coco_folder, write_spec

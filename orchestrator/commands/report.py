@@ -67,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--all", action="store_true",
         help="report every stored row, also configurations and images the current plan (plan.parquet) no longer has",
     )
+    parser.add_argument(
+        "--cttc", action="store_true",
+        help="video sweeps: print the MPEG CTTC-style per-sequence table instead (sequence, split, codec, QP, kbps, "
+             "AP, fidelity, encode / decode seconds of the whole sequence); hevc and hevc sequence apart",
+    )
     parser.add_argument("--force", action="store_true", help="re-score every configuration, not only changed ones")
     parser.add_argument(
         "--workers", type=_positive, default=1, metavar="N", help="score configurations in N processes (default: 1)"
@@ -93,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     if scope is not None and scope.line():
         print(f"splitsweep: {scope.line()}", file=sys.stderr)
     frame_rate = open_results(args.results).meta.frame_rate
+    if args.cttc:
+        return _print_cttc(args, result.table, frame_rate)
     table = with_kbps(report_fronts(result.table), frame_rate)
     metric = args.metric or default_metric(args.results)
     bd, reason = bd_for(table, anchor=args.anchor, rate=args.rate, metric=metric, fit=args.fit)
@@ -134,6 +141,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_cttc(args: argparse.Namespace, report: pd.DataFrame, frame_rate: float | None) -> int:
+    from orchestrator.results import open_results
+    from orchestrator.videotable import cttc_table
+
+    meta = open_results(args.results).meta
+    if frame_rate is None:
+        raise ResultsError("the CTTC table needs a video sweep (a frame rate in meta.json)", file=str(args.results),
+                           key="--cttc", allowed="results of a sweep over dataset: {type: video}")
+    table = cttc_table(report, sequence=meta.sweep, frame_rate=frame_rate)
+    if args.format == "csv":
+        table.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        json.dump({"results": str(args.results), "cttc": _records(table)}, sys.stdout, indent=1, allow_nan=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(table.assign(split=[split_label(s) for s in table["split"]]).to_string(
+            index=False, float_format=lambda v: f"{v:,.3f}") + "\n")
+    return 0
+
+
 def default_metric(results: str) -> str:
     """``ap``; ``miou`` for a store scored in reference evaluation (AP saturates at 100 there)."""
     return "miou" if open_results(results).meta.evaluation == "reference" else "ap"
@@ -146,7 +173,7 @@ def with_kbps_range(bd: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     if bd.empty or "kbps" not in table:
         return bd
     key = ["model", "variant", "split", "codec"]
-    ranges = table.groupby(key, as_index=False)["kbps"].agg(kbps_low="min", kbps_high="max")
+    ranges = sequence_families(table).groupby(key, as_index=False)["kbps"].agg(kbps_low="min", kbps_high="max")
     out = bd.merge(ranges, on=key, how="left")
     return out[[*bd.columns[: bd.columns.get_loc("bd_rate")], "kbps_low", "kbps_high",
                 *bd.columns[bd.columns.get_loc("bd_rate"):]]]
