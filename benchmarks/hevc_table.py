@@ -30,7 +30,7 @@ from orchestrator.spec import parse_spec  # noqa: E402
 from orchestrator.sweep import SweepOptions, run_sweep  # noqa: E402
 from orchestrator.videotable import cttc_table  # noqa: E402
 
-QPS = "[22, 27, 32, 37, 42, 47]"
+QPS = "[22, 30, 38, 46]"
 NNCODEC = "nncodec: {qp: [-10, -4, 4, 8]}"
 MODEL = """models:
   - name: centernet

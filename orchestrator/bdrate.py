@@ -350,7 +350,8 @@ def bd_table(
             continue  # a tensor anchor compares within node splits
         usable = _usable(group, rate, metric)
         for codec in sorted(group["codec"].unique()):
-            this_anchor = codec if codec in own and (model, variant) in own[codec] else anchor
+            # at `input` itself a sequence family is compared with the default anchor (what inter coding saves)
+            this_anchor = codec if split != REMOTE_SPLIT and codec in own and (model, variant) in own[codec] else anchor
             if codec == this_anchor and (split == REMOTE_SPLIT or not remote):
                 continue
             source = own[codec] if this_anchor != anchor else curves

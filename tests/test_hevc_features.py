@@ -348,3 +348,29 @@ def test_a_sequence_of_16_vtest_frames_costs_fewer_bytes_than_16_intra_frames(ce
         # QP a sequence is somewhat noisier: BD-rate compares them at equal quality
         assert psnr[0] > psnr[1] - 3.0, psnr
     print(f"\nhevc qp 32, 16 vtest frames: split → (sequence / intra bytes, PSNR sequence, PSNR intra) {ratios}")
+
+
+def test_sequence_curves_are_measured_against_remote_inference_coded_as_a_sequence():
+    import pandas as pd
+
+    from orchestrator.bdrate import bd_rate, bd_table
+
+    def curve(split, sequence, rates, aps):
+        params = json.dumps({"qp": 0, "sequence": sequence}, separators=(",", ":"))
+        return [{"model": "m", "variant": "fp32", "split": split, "codec": "hevc", "codec_params": params,
+                 "bpp": r, "ap": a} for r, a in zip(rates, aps)]
+
+    aps = [20.0, 30.0, 38.0, 44.0]
+    rows = (curve(-2, False, [0.4, 0.8, 1.6, 3.2], aps) + curve(-2, True, [0.05, 0.1, 0.2, 0.4], aps)
+            + curve(7, False, [0.3, 0.6, 1.2, 2.4], aps) + curve(7, True, [0.04, 0.08, 0.16, 0.32], aps)
+            + [{"model": "m", "variant": "fp32", "split": -1, "codec": "none", "codec_params": "{}", "bpp": 0.0,
+                "ap": 50.0}])
+    bd = bd_table(pd.DataFrame(rows)).set_index(["split", "codec"])
+    assert set(bd.index) == {(-2, "hevc sequence"), (7, "hevc"), (7, "hevc sequence")}
+    assert bd.loc[(7, "hevc"), "anchor"] == "hevc" and bd.loc[(7, "hevc sequence"), "anchor"] == "hevc sequence"
+    # the same rate ratio against each own anchor: -25% both, not the -97% a mixed intra anchor would give
+    assert bd.loc[(7, "hevc"), "bd_rate"] == pytest.approx(-25.0, abs=1e-9)
+    assert bd.loc[(7, "hevc sequence"), "bd_rate"] == pytest.approx(-20.0, abs=1e-9)
+    assert bd.loc[(-2, "hevc sequence"), "anchor"] == "hevc"  # the sequence anchor itself, against intra
+    assert bd.loc[(-2, "hevc sequence"), "bd_rate"] == pytest.approx(
+        bd_rate([0.4, 0.8, 1.6, 3.2], aps, [0.05, 0.1, 0.2, 0.4], aps), abs=1e-9)

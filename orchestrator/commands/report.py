@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table
+from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table, sequence_families
 from orchestrator.pareto import cheapest_within, report_fronts
 from orchestrator.report import MPEG_COLUMNS, build_report, mpeg_columns, with_kbps
 from orchestrator.results import open_results
