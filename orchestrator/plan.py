@@ -60,6 +60,8 @@ class ModelPlan:
     variants: tuple[VariantRef, ...]
     adapter_canonical: str
     remote: bool = False  # `input` is among the splits: the picture is coded with the image codecs
+    # split → (name, shape) of the cut's feature maps where shape inference knows them all (hevc's frame check)
+    feature_shapes: Mapping[int, tuple[tuple[str, tuple[int, ...]], ...]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -267,15 +269,17 @@ def plan_model(spec: Spec, model: ModelSpec, index: int, *, fetch_assets: bool =
     input_shapes = {k: tuple(v) for k, v in (model.input_shapes or {}).items()} or None
     graph = SplitGraph(path, input_shapes=input_shapes)
     adapter.check_model(graph.input_names, graph.output_names)
+    splits = _resolve_splits(spec, model, graph, key)
     return ModelPlan(
         spec=model,
         path=path,
         model_hash=sha256_file(path),
         num_nodes=graph.num_nodes,
-        splits=_resolve_splits(spec, model, graph, key),
+        splits=splits,
         variants=_variants(spec, model, key),
         adapter_canonical=canonical_json({"type": model.adapter_type, **adapter.params()}),
         remote=INPUT in model.splits if isinstance(model.splits, list) else model.splits.input,
+        feature_shapes=_feature_shapes(graph, splits),
     )
 
 
@@ -315,6 +319,28 @@ def _layout(groups: Iterable[tuple[ModelPlan, VariantRef, tuple]], n_images: int
 
 # Per-task state codes of Plan.state (int8): what status and resume count.
 REMAINING, OK, FAILED = 0, 1, 2
+
+
+def _feature_shapes(graph: SplitGraph, splits: Sequence[int]) -> dict[int, tuple[tuple[str, tuple[int, ...]], ...]]:
+    out = {}
+    for split in splits:
+        infos = [graph.info(name) for name in graph.cut(split).tensors]
+        data = [i for i in infos if i.is_data]
+        if data and all(i.is_static for i in data):
+            out[split] = tuple((i.name, tuple(int(d) for d in i.shape)) for i in data)
+    return out
+
+
+def _check_frame_sizes(spec: Spec, models: Sequence[ModelPlan], settings: Sequence[tuple[CodecSetting, str]]) -> None:
+    """hevc packs a cut into one frame: refuse up front a split whose known shapes make one HEVC cannot code."""
+    from tasks.codecs.hevc import check_frame_size
+
+    if not any(s.codec == "hevc" for s, _ in settings):
+        return
+    where = next(w for s, w in settings if s.codec == "hevc")
+    for m in models:
+        for split, shapes in m.feature_shapes.items():
+            check_frame_size(shapes, file=spec.file, key=where, where=f"split {split} of model {m.name!r}")
 
 
 @dataclass
@@ -637,6 +663,7 @@ def build_plan(spec: Spec, *, fetch_assets: bool = True, dataset: Dataset | None
     settings = tuple(s for s, _ in written)
     models = tuple(plan_model(spec, m, i, fetch_assets=fetch_assets) for i, m in enumerate(spec.models))
     _check_split_kinds(spec, models, written)
+    _check_frame_sizes(spec, models, written)
     if dataset is None:
         dataset = make_dataset(spec.dataset.config(spec.resolve), spec_file=spec.file)
     _check_sequences(spec, dataset, written)

@@ -374,3 +374,18 @@ def test_sequence_curves_are_measured_against_remote_inference_coded_as_a_sequen
     assert bd.loc[(-2, "hevc sequence"), "anchor"] == "hevc"  # the sequence anchor itself, against intra
     assert bd.loc[(-2, "hevc sequence"), "bd_rate"] == pytest.approx(
         bd_rate([0.4, 0.8, 1.6, 3.2], aps, [0.05, 0.1, 0.2, 0.4], aps), abs=1e-9)
+
+
+def test_a_split_whose_cut_packs_into_a_frame_too_large_for_hevc_is_refused_at_validate(tmp_path):
+    from tests.tinydet import tiny_detector, write_coco_folder, write_spec
+
+    model = tmp_path / "big.onnx"
+    model.write_bytes(tiny_detector(size=36000).SerializeToString())  # cut r1: 8 × 18000 × 18000
+    images, ann = write_coco_folder(tmp_path / "data", n_images=1)
+    spec = write_spec(tmp_path, model=model, images=images, annotations=ann, output=tmp_path / "out",
+                      codecs="  hevc: {qp: [30]}\n", splits="[r1]", size=36000, sweep="big")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-m", "orchestrator", "validate", str(spec)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "codecs.hevc" in run.stderr and "larger than HEVC allows" in run.stderr and "16888" in run.stderr

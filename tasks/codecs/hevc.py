@@ -62,7 +62,7 @@ from .base import FLOAT_DTYPES, REQUIRED, Field, check_arrays
 from .floats import to_float16
 from .image import ImageCodec
 
-__all__ = ["HevcCodec", "SequenceCode", "frame_layout", "available", "INSTALL", "PRESETS", "MAX_SIDE", "MAX_SAMPLES"]
+__all__ = ["HevcCodec", "SequenceCode", "frame_layout", "check_frame_size", "available", "INSTALL", "PRESETS", "MAX_SIDE", "MAX_SAMPLES"]
 
 INSTALL = "hevc needs PyAV with libx265 (the `av` wheel carries it): pip install av, or run scripts/bootstrap.sh"
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
@@ -335,7 +335,7 @@ class HevcCodec(ImageCodec):
         layout = frame_layout([(n, a.shape) for n, a in maps])
         frame = None
         if maps:
-            _check_frame_size(layout)
+            check_frame_size([(n, a.shape) for n, a in maps])
             frame = np.zeros((layout.height, layout.width), np.uint16 if bits > 8 else np.uint8)
         metas = {}
         for (name, arr), p in zip(maps, layout.placements):
@@ -380,14 +380,20 @@ def _yuv(rgb: np.ndarray):
     return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
 
 
-def _check_frame_size(layout: FrameLayout) -> None:
+def check_frame_size(shapes: Sequence[tuple[str, tuple[int, ...]]], *, file: str | None = None,
+                     key: str | None = "hevc", where: str = "the cut") -> FrameLayout:
+    """The packed frame of these feature maps, or CodecError when HEVC cannot code a frame that large
+    (what ``plan`` checks on the statically known cut shapes, and ``encode`` on the real ones)."""
+    layout = frame_layout(shapes)
     if layout.width > MAX_SIDE or layout.height > MAX_SIDE or layout.width * layout.height > MAX_SAMPLES:
         raise CodecError(
-            f"the cut's feature maps pack into a {layout.width}×{layout.height} frame, larger than HEVC allows",
-            key="hevc",
+            f"the feature maps of {where} pack into a {layout.width}×{layout.height} frame, larger than HEVC allows",
+            file=file,
+            key=key,
             allowed=f"frames up to {MAX_SIDE} per side and {MAX_SAMPLES:,} samples (HEVC level 6.2); "
             "choose another split or codec",
         )
+    return layout
 
 
 def _place(frame: np.ndarray, p: Placement, q: np.ndarray) -> None:
