@@ -46,9 +46,12 @@ def run(args) -> int:
             print(f"\n{m.name}: what crosses each split (fp32)")
             print(split_sizes_text(plan, m))
     units = plan.units(skip=state != REMAINING, chunk_tasks=spec.execution.chunk_tasks)
+    sequences = plan.sequence_units(skip=state != REMAINING)
     print(
         f"\n{counts['tasks']} tasks in {counts['units']} work units (head runs); stored: {counts['ok']} ok, "
-        f"{counts['failed']} failed; to run: {counts['remaining']} tasks in {len(units)} units → {spec.output_location}"
+        f"{counts['failed']} failed; to run: {counts['remaining']} tasks in {len(units)} units"
+        + (f" and {len(sequences)} sequence units (a video's frames coded as one stream)" if sequences else "")
+        + f" → {spec.output_location}"
     )
     return 0
 
