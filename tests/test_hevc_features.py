@@ -107,8 +107,8 @@ def test_bytes_fall_with_qp_and_coded_bytes_count_side_information():
     [
         ({"qp": 52}, "codecs.hevc.qp", "int in [0, 51]"),
         ({"qp": -1}, "codecs.hevc.qp", "int in [0, 51]"),
-        ({"qp": 30, "bit_depth": 9}, "codecs.hevc.bit_depth", "8 or 10"),
-        ({"qp": 30, "bit_depth": 12}, "codecs.hevc.bit_depth", "8 or 10"),
+        ({"qp": 30, "bit_depth": 9}, "codecs.hevc.bit_depth", "8, 10"),
+        ({"qp": 30, "bit_depth": 12}, "codecs.hevc.bit_depth", "8, 10"),
     ],
 )
 def test_bad_settings_name_the_key_and_what_is_allowed(params, key, allowed):
