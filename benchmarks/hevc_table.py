@@ -69,7 +69,7 @@ execution: {{workers: auto}}
 def summary(report: pd.DataFrame, *, rate: str, metric: str, frame_rate: float | None) -> pd.DataFrame:
     table = with_kbps(sequence_families(report), frame_rate)
     table = table[table["split"] != -1]
-    bd = bd_table(report, rate=rate, metric=metric).set_index(["split", "codec"])
+    bd = bd_table(with_kbps(report, frame_rate), rate=rate, metric=metric).set_index(["split", "codec"])
     rows = []
     for (split, codec), g in table.groupby(["split", "codec"], sort=True):
         key = (split, codec)
@@ -110,7 +110,10 @@ def main() -> None:
         from orchestrator.results import open_results
 
         frame_rate = open_results(spec.output_location).meta.frame_rate if video else None
-        report = build_report(spec.output_location).table
+        from orchestrator.results import plan_scope
+
+        scope = plan_scope(open_results(spec.output_location))  # the current grid only, as `report` does
+        report = build_report(spec.output_location, task_ids=None if scope is None else scope.task_ids).table
         print(summary(report, rate=rate, metric=metric, frame_rate=frame_rate).to_string(index=False))
         if video:
             cttc = cttc_table(report, sequence=f"vtest[:{args.frames}]", frame_rate=frame_rate)
