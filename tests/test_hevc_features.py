@@ -187,7 +187,7 @@ execution: {{workers: 2}}
 @pytest.fixture(scope="module")
 def video_root(tmp_path_factory):
     from tests.test_video_rates import write_video
-    from tests.tinydet import adapter_settings, tiny_detector
+    from tests.tinydet import adapter_spec, tiny_detector
 
     root = tmp_path_factory.mktemp("seq")
     video = write_video(root / "clip.avi", frames=8)
@@ -196,7 +196,7 @@ def video_root(tmp_path_factory):
 
     def spec(limit: int | None, out: Path) -> Path:
         path = root / f"spec-{limit}.yaml"
-        path.write_text(VIDEO_SPEC.format(out=out, video=video, model=model, adapter=json.dumps(adapter_settings()),
+        path.write_text(VIDEO_SPEC.format(out=out, video=video, model=model, adapter=json.dumps(adapter_spec()),
                                           limit=f", limit: {limit}" if limit else ""))
         return path
 
