@@ -341,9 +341,13 @@ def interval_from_resamples(
     finite = finite[np.isfinite(finite)]
     if not len(finite) or not math.isfinite(estimate):
         return Interval(float(estimate), math.nan, math.nan, level, n_images, len(finite))
+    if finite.max() - finite.min() <= 1e-9 * max(1.0, abs(estimate)):
+        # Every resample gives the same value (identical images, a lossless setting): the
+        # sums differ from the estimate's only in the last bits.
+        return Interval(float(estimate), float(estimate), float(estimate), level, n_images, len(finite))
     alpha = (1.0 - level) / 2.0
     quantiles = np.array([alpha, 1.0 - alpha])
-    if method == "bc" and finite.min() < finite.max():
+    if method == "bc":
         below = (np.count_nonzero(finite < estimate) + 0.5 * np.count_nonzero(finite == estimate)) / len(finite)
         bound = 0.5 / len(finite)
         z0 = ndtri(min(max(below, bound), 1.0 - bound))

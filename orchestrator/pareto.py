@@ -9,7 +9,7 @@ import pandas as pd
 
 from tasks.errors import ResultsError
 
-__all__ = ["pareto_front", "pareto_mask", "report_fronts", "cheapest_within"]
+__all__ = ["pareto_front", "pareto_mask", "report_fronts", "cheapest_within", "budget_note", "delta_noise"]
 
 _CHUNK = 2048  # rows compared at once: bounds the n × n comparison's memory
 
@@ -66,6 +66,8 @@ def report_fronts(report: pd.DataFrame, *, by: Sequence[str] = ("model",)) -> pd
     least head compute). The unsplit baseline (split −1) is never on a front."""
     out = report.copy()
     candidates = _candidates(report)
+    if {"ap_low", "ap_high"} <= set(report.columns):
+        out["front_noise"] = False
     fronts = {"front_bytes_ap": (("coded_bytes",), ("ap",))}
     if "head_macs" in report.columns:
         fronts["front_bytes_ap_macs"] = (("coded_bytes", "head_macs"), ("ap",))
@@ -74,7 +76,47 @@ def report_fronts(report: pd.DataFrame, *, by: Sequence[str] = ("model",)) -> pd
         for _, group in candidates.groupby(list(by), sort=False):
             mask = pareto_mask(group, minimize=minimize, maximize=maximize)
             out.loc[group.index[mask], name] = True
+    if "front_noise" in out:
+        _mark_front_noise(out, by)
     return out
+
+
+def _mark_front_noise(out: pd.DataFrame, by: Sequence[str]) -> None:
+    """``front_noise``: a front point whose AP gain over the next cheaper front point is
+    inside the noise — the two 95% AP intervals overlap — so paying its extra bytes buys
+    nothing these images can show."""
+    front = out[out["front_bytes_ap"].astype(bool)]
+    for _, group in front.groupby(list(by), sort=False):
+        group = group.sort_values(["coded_bytes", "ap"])
+        low = group["ap_low"].to_numpy(dtype=np.float64, na_value=np.nan)
+        high = group["ap_high"].to_numpy(dtype=np.float64, na_value=np.nan)
+        noise = np.zeros(len(group), bool)
+        noise[1:] = high[:-1] >= low[1:]
+        out.loc[group.index, "front_noise"] = noise
+
+
+def delta_noise(report: pd.DataFrame) -> np.ndarray:
+    """True where a configuration's paired 95% ΔAP interval holds 0: on these images it
+    cannot be told apart from the uncompressed model (better or worse is noise)."""
+    if not {"delta_ap_low", "delta_ap_high"} <= set(report.columns):
+        return np.zeros(len(report), bool)
+    low = report["delta_ap_low"].to_numpy(dtype=np.float64, na_value=np.nan)
+    high = report["delta_ap_high"].to_numpy(dtype=np.float64, na_value=np.nan)
+    return (low <= 0) & (high >= 0)
+
+
+def budget_note(row: pd.Series, points: float) -> str:
+    """What the interval says about a configuration chosen within an AP budget."""
+    low, high = row.get("delta_ap_low"), row.get("delta_ap_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return ""
+    if low <= 0 <= high:
+        note = f"ΔAP 95% CI [{low:.2f}, {high:.2f}] holds 0: no loss these images can show"
+    else:
+        note = f"ΔAP 95% CI [{low:.2f}, {high:.2f}]"
+    if low < -points:
+        note += f"; the interval reaches below −{points:g}: may exceed the budget"
+    return note
 
 
 def cheapest_within(report: pd.DataFrame, *, points: float, by: Sequence[str] = ("model",)) -> pd.DataFrame:
@@ -87,4 +129,6 @@ def cheapest_within(report: pd.DataFrame, *, points: float, by: Sequence[str] = 
     candidates = _candidates(report)
     candidates = candidates[candidates["delta_ap"].to_numpy(dtype=np.float64, na_value=np.nan) >= -points]
     candidates = candidates.sort_values(["coded_bytes", "ap"], ascending=[True, False], kind="stable")
-    return candidates.groupby(list(by), sort=True).head(1).sort_values(list(by)).reset_index(drop=True)
+    out = candidates.groupby(list(by), sort=True).head(1).sort_values(list(by)).reset_index(drop=True)
+    out["note"] = [budget_note(row, points) for _, row in out.iterrows()]
+    return out

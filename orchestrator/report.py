@@ -28,6 +28,13 @@ One row per configuration (model, variant, split, codec, codec_params), stored a
                     variant) on the images both finished
     delta_ap        this configuration's AP minus ap_uncompressed, on those same images
     n_common        how many images that comparison used
+    ap_low, ap_high, ap50_low, ap50_high, miou_low, miou_high
+                    95% bootstrap interval over the configuration's images (orchestrator.intervals:
+                    per-image COCO matching once, re-accumulated on 1,000 seeded resamples)
+    delta_ap_low, delta_ap_high
+                    95% paired bootstrap interval of delta_ap: the configuration and its
+                    baseline re-scored on the same resampled common images; an interval
+                    holding 0 means the difference is inside the noise of these images
     score_key, delta_key   fingerprints deciding what must be re-scored next time
 
 Incremental: a configuration's rows are fingerprinted (count, latest finish, XOR of a
@@ -55,6 +62,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from orchestrator.datasets import ImageRecord
+from orchestrator.intervals import ImageEvaluation, bootstrap_ap, evaluate_images, paired_delta
 from orchestrator.results import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
 from orchestrator.schema import (
     BASELINE_CODEC,
@@ -70,22 +78,29 @@ from tasks.errors import ResultsError
 from tasks.metrics import CocoMetrics, GroundTruth, coco_metrics, matched_iou, reference_ground_truth
 from tasks.rows import Detections
 
-__all__ = ["REPORT_FILE", "REPORT_COLUMNS", "MPEG_COLUMNS", "mpeg_columns", "ReportResult", "ReportWarning", "build_report", "load_report", "with_kbps"]
+__all__ = ["REPORT_FILE", "REPORT_COLUMNS", "MPEG_COLUMNS", "CSV_FLOAT_FORMAT", "mpeg_columns", "ReportResult",
+           "ReportWarning", "build_report", "load_report", "with_kbps", "with_rates"]
 
 # Bump when scoring changes meaning: stored scores of an older format are recomputed.
-REPORT_FORMAT = 3  # 2: ratio and saving against float32_bytes; 3: miou
+REPORT_FORMAT = 4  # 2: ratio and saving against float32_bytes; 3: miou; 4: bootstrap intervals
 REFERENCE_VARIANT = "fp32"
 MIOU_THRESHOLD = 0.5  # miou's detection threshold in ground-truth evaluation (the reference default)
 
 METRIC_COLUMNS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100")
+INTERVAL_METRICS = ("ap", "ap50", "miou")
+INTERVAL_COLUMNS = tuple(f"{m}_{end}" for m in INTERVAL_METRICS for end in ("low", "high"))
+DELTA_INTERVAL_COLUMNS = ("delta_ap_low", "delta_ap_high")
 REPORT_COLUMNS = (
     *CONFIG_KEY, "setting", "qp", "n_images", "n_failed", *METRIC_COLUMNS, "miou", "n_scored",
     "raw_bytes", "float32_bytes", "coded_bytes", "side_bytes", "bpp", "ratio", "saving",
     "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
-    "ap_uncompressed", "delta_ap", "n_common", "score_key", "delta_key",
+    "ap_uncompressed", "delta_ap", "n_common", *INTERVAL_COLUMNS, *DELTA_INTERVAL_COLUMNS, "score_key", "delta_key",
 )  # fmt: skip
 # Columns that only scoring computes: carried over from the stored report when still valid.
-_SCORED_COLUMNS = (*METRIC_COLUMNS, "miou", "n_scored", "ap_uncompressed", "delta_ap", "n_common")
+_SCORED_COLUMNS = (
+    *METRIC_COLUMNS, "miou", "n_scored", "ap_uncompressed", "delta_ap", "n_common", *INTERVAL_COLUMNS,
+    *DELTA_INTERVAL_COLUMNS,
+)  # fmt: skip
 _MEAN_COLUMNS = (
     "raw_bytes", "float32_bytes", "coded_bytes", "side_bytes", "bpp", "feature_psnr", "head_s", "encode_s", "decode_s", "tail_s",
 )  # fmt: skip
@@ -126,13 +141,23 @@ MPEG_COLUMNS: dict[str, str] = {
     "ratio": "ratio",
     "ap": "AP",
     "ap50": "AP50",
+    "ap_low": "AP_low",  # 95% bootstrap interval over the images (orchestrator.intervals)
+    "ap_high": "AP_high",
+    "kB": "kB",  # coded kilobytes (1000 bytes) per image
+    "ap50_low": "AP50_low",
+    "ap50_high": "AP50_high",
     "ap75": "AP75",
     "ap_small": "APs",
     "ap_medium": "APm",
     "ap_large": "APl",
     "ar100": "AR100",
     "miou": "mIoU",
+    "miou_low": "mIoU_low",
+    "miou_high": "mIoU_high",
     "delta_ap": "delta_AP",
+    "delta_ap_low": "delta_AP_low",  # paired 95% interval against the uncompressed model
+    "delta_ap_high": "delta_AP_high",
+    "delta_noise": "delta_within_noise",
     "ap_uncompressed": "AP_uncompressed",
     "saving": "saving",
     "raw_bytes": "raw_bytes",
@@ -149,7 +174,10 @@ MPEG_COLUMNS: dict[str, str] = {
     "decode_s": "decode_s",
     "tail_s": "tail_s",
     "front_bytes_ap": "pareto",
+    "front_noise": "pareto_gain_within_noise",
 }
+# CSV numbers: ten significant digits, so sums of floats print as 100, not 99.99999999999997.
+CSV_FLOAT_FORMAT = "%.10g"
 
 
 def mpeg_columns(table: pd.DataFrame) -> pd.DataFrame:
@@ -166,6 +194,18 @@ def _score(gt: GroundTruth, dets_by_image: Mapping[int, Detections], image_ids: 
     does: an annotation file of persons only scores a COCO-80 detector on persons.
     """
     return coco_metrics(gt, dets_by_image, image_ids=image_ids, unknown_categories="ignore")
+
+
+def _score_with_intervals(
+    gt: GroundTruth, dets_by_image: Mapping[int, Detections], image_ids: np.ndarray, miou_threshold: float
+) -> tuple[CocoMetrics, float, ImageEvaluation, dict[str, tuple[float, float]]]:
+    """:func:`_score`, mIoU, the per-image evaluation and the bootstrap intervals of one
+    configuration (one picklable call, for the process pool)."""
+    metrics = _score(gt, dets_by_image, image_ids)
+    miou = matched_iou(gt, dets_by_image, image_ids, score_threshold=miou_threshold)
+    evaluation = evaluate_images(gt, dets_by_image, image_ids, miou_threshold=miou_threshold)
+    intervals = bootstrap_ap(evaluation, metrics=INTERVAL_METRICS) if len(image_ids) else {}
+    return metrics, miou, evaluation, {m: (iv.low, iv.high) for m, iv in intervals.items()}
 
 
 def _digest(*parts: object) -> str:
@@ -370,6 +410,7 @@ class _Rescore:
         self.gt_images: dict[str, np.ndarray] = {}
         self.dets: dict[int, dict[int, Detections]] = {}
         self._baseline_cache: dict[tuple[int, str], float] = {}
+        self.evaluations: dict[int, ImageEvaluation] = {}
 
         # What a score depends on: the configuration's rows and its model's ground truth;
         # a delta also on the baseline's score.
@@ -432,12 +473,9 @@ class _Rescore:
         models = {self.configs.at[c, "model"] for c in (*ap_ids, *delta_ids)}
         to_read = set(ap_ids)
         to_read |= {b for c in delta_ids if (b := self.baseline_of[c]) is not None}
-        for c in delta_ids:
-            # A configuration that finished images its baseline did not is compared on
-            # the common images only, which needs its own detections again.
-            b = self.baseline_of[c]
-            if b is not None and not np.isin(self._images(c), self._images(b)).all():
-                to_read.add(c)
+        # The paired interval of delta AP re-scores both sides on resampled common images:
+        # it needs the configuration's own detections too.
+        to_read |= {c for c in delta_ids if self.baseline_of[c] is not None}
         if self.reference:
             to_read |= {ref for m in models if (ref := self._reference_id(m)) is not None}
         self.dets = _read_detections(self.store, self.configs, sorted(to_read), self.ok)
@@ -490,6 +528,7 @@ class _Rescore:
                     stacklevel=3,
                 )
             jobs.append((c, gt, self.dets.get(c, {}), ids))
+        threshold = self.miou_threshold
         if workers > 1 and len(jobs) > 1:
             # fork, not spawn: spawn re-runs the caller's main module (a script or
             # `python -m orchestrator` without a main guard). The children only run
@@ -497,29 +536,44 @@ class _Rescore:
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
             context = multiprocessing.get_context(method)
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-                results = list(pool.map(_score, *zip(*(job[1:] for job in jobs))))
+                results = list(pool.map(_score_with_intervals, *zip(*(job[1:] for job in jobs)),
+                                        [threshold] * len(jobs)))
         else:
-            results = [_score(gt, dets, ids) for _, gt, dets, ids in jobs]
-        threshold = self.store.meta.reference_score_threshold
-        threshold = MIOU_THRESHOLD if threshold is None else threshold
-        for (c, gt, dets, ids), metrics in zip(jobs, results):
+            results = [_score_with_intervals(gt, dets, ids, threshold) for _, gt, dets, ids in jobs]
+        for (c, _gt, _dets, _ids), (metrics, miou, evaluation, intervals) in zip(jobs, results):
             for column in METRIC_COLUMNS:
                 configs.at[c, column] = 100.0 * getattr(metrics, column)
-            configs.at[c, "miou"] = 100.0 * matched_iou(gt, dets, ids, score_threshold=threshold)
+            configs.at[c, "miou"] = 100.0 * miou
+            self.evaluations[c] = evaluation
+            for m, (low, high) in intervals.items():
+                configs.at[c, f"{m}_low"], configs.at[c, f"{m}_high"] = low, high
+
+    @property
+    def miou_threshold(self) -> float:
+        threshold = self.store.meta.reference_score_threshold
+        return MIOU_THRESHOLD if threshold is None else threshold
+
+    def _evaluation(self, c: int) -> ImageEvaluation:
+        """The per-image evaluation of ``c`` on its scored images (made once per build)."""
+        if c not in self.evaluations:
+            gt = self.gt_by_model[self.configs.at[c, "model"]]
+            self.evaluations[c] = evaluate_images(gt, self.dets[c], self._scored_images(c),
+                                                  miou_threshold=self.miou_threshold)
+        return self.evaluations[c]
 
     def compare(self, c: int) -> None:
         """AP of ``c`` against its unsplit, uncoded baseline on the images both finished."""
         configs = self.configs
         b = self.baseline_of[c]
         gt = self.gt_by_model.get(configs.at[c, "model"])
-        columns = ["ap_uncompressed", "delta_ap", "n_common"]
+        columns = ["ap_uncompressed", "delta_ap", "n_common", *DELTA_INTERVAL_COLUMNS]
         if b is None or gt is None:
-            configs.loc[c, columns] = [np.nan, np.nan, 0]
+            configs.loc[c, columns] = [np.nan, np.nan, 0, np.nan, np.nan]
             return
         own = self._scored_images(c)
         common = own[np.isin(own, self._images(b))]
         if b == c:
-            configs.loc[c, columns] = [configs.at[c, "ap"], 0.0, len(common)]
+            configs.loc[c, columns] = [configs.at[c, "ap"], 0.0, len(common), 0.0, 0.0]
             return
         own_ap = configs.at[c, "ap"] if len(common) == len(own) else 100.0 * _score(gt, self.dets[c], common).ap
         if len(common) == len(self._scored_images(b)):
@@ -529,7 +583,12 @@ class _Rescore:
             if key not in self._baseline_cache:
                 self._baseline_cache[key] = 100.0 * _score(gt, self.dets[b], common).ap
             base_ap = self._baseline_cache[key]
-        configs.loc[c, columns] = [base_ap, own_ap - base_ap, len(common)]
+        if len(common):
+            interval = paired_delta(gt, self._evaluation(c), self._evaluation(b), common)
+            low, high = interval.low, interval.high
+        else:
+            low = high = np.nan
+        configs.loc[c, columns] = [base_ap, own_ap - base_ap, len(common), low, high]
 
 
 def _label(configs: pd.DataFrame, c: int) -> str:
@@ -571,6 +630,21 @@ def with_kbps(table: pd.DataFrame, frame_rate: float | None) -> pd.DataFrame:
     out = table.copy()
     kbps = 8.0 * pd.to_numeric(out["coded_bytes"], errors="coerce") * float(frame_rate) / 1000.0
     out.insert(out.columns.get_loc("bpp") + 1 if "bpp" in out else len(out.columns), "kbps", kbps)
+    return out
+
+
+def with_rates(table: pd.DataFrame, frame_rate: float | None) -> pd.DataFrame:
+    """``table`` with the rate columns of the field: ``kB`` (coded kilobytes per image,
+    10³ bytes), ``bpp`` (already there) and, for a video sweep, ``kbps`` at its frame
+    rate (:func:`with_kbps`); and ``delta_noise`` (the paired ΔAP interval holds 0)."""
+    from orchestrator.pareto import delta_noise
+
+    out = with_kbps(table, frame_rate)
+    if "coded_bytes" in out and "kB" not in out:
+        kb = pd.to_numeric(out["coded_bytes"], errors="coerce") / 1000.0
+        out.insert(out.columns.get_loc("coded_bytes") + 1, "kB", kb)
+    if "delta_ap_low" in out:
+        out["delta_noise"] = delta_noise(out)
     return out
 
 

@@ -278,6 +278,35 @@ def test_delta_is_computed_on_the_images_both_finished(tmp_path):
     assert row["delta_ap"] == pytest.approx(KNOWN_AP["drop_half"][0] - 100.0)
 
 
+def test_intervals_are_the_bootstrap_of_the_images(tmp_path):
+    """The report's interval columns are orchestrator.intervals' on exactly the images
+    scored (seed 0): the AP interval holds the AP, the uncompressed model's ΔAP interval is
+    [0, 0], a lossless setting's too, and a lossy one's paired interval lies below 0."""
+    from orchestrator.intervals import bootstrap_ap, paired_delta
+    from tasks.metrics import GroundTruth
+    from tests.fixtures_results import make_detections, make_ground_truth
+
+    store = write_store(tmp_path / "r", CONFIGS, n_images=12)
+    table = build_report(store.root).table
+    for row in table.itertuples():
+        assert row.ap_low - 1e-9 <= row.ap <= row.ap_high + 1e-9  # faster-coco-eval and the bootstrap: same AP to 1e-13
+    base = _row(table, codec="none")
+    assert (base.delta_ap_low, base.delta_ap_high) == (0.0, 0.0)
+    exact = _row(table, setting="qp=-8")
+    assert (exact.delta_ap, exact.delta_ap_low, exact.delta_ap_high) == (0.0, 0.0, 0.0)
+    half = _row(table, setting="qp=-4")
+    gt = GroundTruth.from_dict(make_ground_truth(12))
+    ids = list(range(1, 13))
+    full = {i: Detections(*make_detections("exact")) for i in ids}
+    dropped = {i: Detections(*make_detections("drop_half", low_score_extras=True)) for i in ids}
+    want = bootstrap_ap(gt, dropped, ids, metrics=("ap", "ap50", "miou"))
+    assert (half.ap_low, half.ap_high) == pytest.approx((want["ap"].low, want["ap"].high), abs=1e-9)
+    assert (half.miou_low, half.miou_high) == pytest.approx((want["miou"].low, want["miou"].high), abs=1e-9)
+    delta = paired_delta(gt, dropped, full, ids)
+    assert (half.delta_ap_low, half.delta_ap_high) == pytest.approx((delta.low, delta.high), abs=1e-9)
+    assert half.delta_ap_high < 0
+
+
 def test_report_is_saved_atomically_and_readable(tmp_path):
     store = write_store(tmp_path / "r", CONFIGS[:2], n_images=3)
     result = build_report(store.root)
@@ -306,7 +335,8 @@ def test_command_writes_mpeg_csv(tmp_path, capsys):
     assert header[:10] == ["model", "variant", "split", "codec", "qp", "bytes", "bpp", "ratio", "AP", "AP50"]
     assert {"AP75", "delta_AP", "saving", "n_images", "encode_s"} <= set(header)
     values = dict(zip(header, lines[3].split(",")))  # rows sorted: baseline, qp -8, qp -4, …
-    assert (values["codec"], values["qp"], values["bytes"]) == ("nncodec", "-4", "500.0")
+    assert (values["codec"], values["qp"], values["bytes"], values["kB"]) == ("nncodec", "-4", "500", "0.5")
+    assert {"AP_low", "AP_high", "delta_AP_low", "delta_AP_high", "mIoU_low"} <= set(header)
     assert float(values["bpp"]) == pytest.approx(8 * 500 / (WIDTH * HEIGHT))
     assert float(values["ratio"]) == pytest.approx(8.0)
     assert float(values["AP"]) == pytest.approx(KNOWN_AP["drop_half"][0])

@@ -13,8 +13,8 @@ from typing import Any, TextIO
 import pandas as pd
 
 from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table, sequence_families
-from orchestrator.pareto import cheapest_within, report_fronts
-from orchestrator.report import MPEG_COLUMNS, build_report, mpeg_columns, with_kbps
+from orchestrator.pareto import cheapest_within, delta_noise, report_fronts
+from orchestrator.report import CSV_FLOAT_FORMAT, MPEG_COLUMNS, build_report, mpeg_columns, with_rates
 from orchestrator.results import open_results
 from orchestrator.schema import split_label
 from orchestrator.table import fmt_float as _fmt
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     frame_rate = open_results(args.results).meta.frame_rate
     if args.cttc:
         return _print_cttc(args, result.table, frame_rate)
-    table = with_kbps(report_fronts(result.table), frame_rate)
+    table = with_rates(report_fronts(result.table), frame_rate)
     metric = args.metric or default_metric(args.results)
     bd, reason = bd_for(table, anchor=args.anchor, rate=args.rate, metric=metric, fit=args.fit)
     bd = with_kbps_range(bd, table)
@@ -108,13 +108,13 @@ def run(args: argparse.Namespace) -> int:
     if args.csv is not None:
         try:
             args.csv.parent.mkdir(parents=True, exist_ok=True)
-            mpeg_columns(table).to_csv(args.csv, index=False)
+            mpeg_columns(table).to_csv(args.csv, index=False, float_format=CSV_FLOAT_FORMAT)
         except OSError as exc:
             raise ResultsError(f"cannot write the CSV file: {exc.strerror or exc}", file=str(args.csv),
                                key="--csv") from None
     out = sys.stdout
     if args.format == "csv":
-        mpeg_columns(table).to_csv(out, index=False)
+        mpeg_columns(table).to_csv(out, index=False, float_format=CSV_FLOAT_FORMAT)
     elif args.format == "json":
         payload = {
             "results": str(args.results),
@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
             "bd_reason": reason,
         }
         if cheapest is not None:
-            columns = ["model", "variant", "split", "codec", "setting", "coded_bytes", "ap", "delta_ap"]
+            columns = ["model", "variant", "split", "codec", "setting", "coded_bytes", "ap", "delta_ap",
+                       "delta_ap_low", "delta_ap_high", "note"]
+            columns = [c for c in columns if c in cheapest]
             payload["cheapest_within"] = {"points": args.within, "configs": _records(cheapest[columns])}
         json.dump(payload, out, indent=1, allow_nan=False)
         out.write("\n")
@@ -228,6 +230,33 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
 
 
+def fmt_interval(low: Any, high: Any, decimals: int = 1) -> str:
+    """``[28.1, 34.0]``; ``-`` where the interval is missing."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return "-"
+    return f"[{low:.{decimals}f}, {high:.{decimals}f}]"
+
+
+def _interval_cells(table: pd.DataFrame) -> dict[str, list[str]]:
+    cells: dict[str, list[str]] = {}
+    if {"ap_low", "ap_high"} <= set(table.columns):
+        cells["ap_ci"] = [fmt_interval(lo, hi) for lo, hi in zip(table["ap_low"], table["ap_high"])]
+    if {"delta_ap_low", "delta_ap_high"} <= set(table.columns):
+        noise = delta_noise(table)
+        cells["delta_ci"] = [
+            fmt_interval(lo, hi) + ("~" if n and lo != hi else "")
+            for lo, hi, n in zip(table["delta_ap_low"], table["delta_ap_high"], noise)
+        ]
+    return cells
+
+
+def _kb(value: Any) -> str:
+    """Kilobytes with a thousands separator and a precision that keeps small cuts readable."""
+    if value is None or pd.isna(value):
+        return "-"
+    return f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
+
+
 def _print_tables(
     out: TextIO,
     table: pd.DataFrame,
@@ -241,6 +270,7 @@ def _print_tables(
     reason: str | None = None,
 ) -> None:
     text, integer = str, _fmt(0)
+    table = table.assign(**_interval_cells(table))
     _render(
         out,
         table,
@@ -253,11 +283,13 @@ def _print_tables(
             ("images", "n_images", integer),
             ("failed", "n_failed", integer),
             ("AP", "ap", _fmt(2)),
+            *([("AP 95% CI", "ap_ci", text)] if "ap_ci" in table else []),
             ("AP50", "ap50", _fmt(2)),
             ("AP75", "ap75", _fmt(2)),
             ("mIoU", "miou", _fmt(2)),
             ("dAP", "delta_ap", _fmt(2)),
-            ("bytes", "coded_bytes", integer),
+            *([("dAP 95% CI", "delta_ci", text)] if "delta_ci" in table else []),
+            ("kB", "kB", _kb),
             ("bpp", "bpp", _fmt(4)),
             *([("kbps", "kbps", _fmt(1))] if "kbps" in table else []),
             ("ratio", "ratio", _fmt(1)),
@@ -266,6 +298,9 @@ def _print_tables(
             ("pareto", "front_bytes_ap", lambda v: "*" if v else ""),
         ],
     )
+    if "delta_ci" in table:
+        out.write("\nCI: 95% bootstrap over the images (dAP: paired with the uncompressed model on the same resampled "
+                  "images); '~' marks a dAP whose interval holds 0: inside the noise of these images\n")
     if bd.empty:
         out.write(f"\nNo BD-rates: {reason or 'nothing to compare'}\n")
     else:
@@ -308,5 +343,6 @@ def _print_tables(
                     ("bytes", "coded_bytes", integer),
                     ("AP", "ap", _fmt(2)),
                     ("dAP", "delta_ap", _fmt(2)),
+                    *([("note", "note", text)] if "note" in cheapest else []),
                 ],
             )
