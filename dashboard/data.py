@@ -8,7 +8,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ import streamlit as st
 from orchestrator.report import build_report, load_report
 from orchestrator.results import ResultsStore, StoreMeta, detections_by_row, latest_rows, open_results
 from orchestrator.schema import (
+    DEVICE_TABLE,
     GROUND_TRUTH_FILE,
     META_FILE,
     PLAN_FILE,
@@ -34,6 +35,7 @@ from orchestrator.schema import (
 )
 from orchestrator.status import sweep_status
 from tasks.errors import ResultsError, SplitsweepError
+from tasks.metrics import COCO_CATEGORIES
 from tasks.rows import Detections
 
 __all__ = [
@@ -68,7 +70,7 @@ __all__ = [
 
 # Everything the report, the progress and the variant views are computed from. The
 # report itself is not part of it: the dashboard rewrites it, and it is a function of these.
-_VERSION_FILES = (META_FILE, SPEC_FILE, GROUND_TRUTH_FILE, PLAN_FILE, VARIANT_TABLE, SPLIT_TABLE)
+_VERSION_FILES = (META_FILE, SPEC_FILE, GROUND_TRUTH_FILE, PLAN_FILE, VARIANT_TABLE, SPLIT_TABLE, DEVICE_TABLE)
 _PROGRESS_COLUMNS = ("task_id", "model", "variant", "split", "codec", "codec_params", "qp", "status", "error", "finished_at")
 _IMAGE_COLUMNS = (
     "task_id", "finished_at", "status", "error", "variant", "split", "codec", "codec_params", "qp",
@@ -202,20 +204,28 @@ def read_configs(location: str, *, update: bool = True, include_all: bool = Fals
         except ResultsError as exc:
             notes.append(Note("error" if update else "info", f"{exc}"))
             return Configs(None, tuple(notes))
-    return Configs(_enrich(table, read_variants(location).splits), tuple(notes), rescored)
+    return Configs(_enrich(table, store, store.meta.frame_rate), tuple(notes), rescored)
 
 
-def _enrich(table: pd.DataFrame, splits: pd.DataFrame | None) -> pd.DataFrame:
+def _enrich(table: pd.DataFrame, store: ResultsStore | None = None, frame_rate: float | None = None) -> pd.DataFrame:
+    """The report as the views draw it: a ``label``; the rate columns (kB, kbps for video)
+    and ``delta_noise``; the device's cost per split (head-only latency, head parameters,
+    head / tail MACs) where the store has it."""
+    from orchestrator.devicecost import device_table
+    from orchestrator.report import with_rates
+
     table = table.drop(columns=[c for c in ("score_key", "delta_key") if c in table.columns]).copy()
     labels = {
         (c, p): codec_label(c, p) for c, p in table[["codec", "codec_params"]].drop_duplicates().itertuples(index=False)
     }
     table["label"] = [labels[(c, p)] for c, p in zip(table["codec"], table["codec_params"])]
     table["split"] = table["split"].astype("int64")
-    if splits is not None and {"head_macs", "tail_macs"} <= set(splits.columns):
-        macs = splits[["model", "variant", "split", "head_macs", "tail_macs"]].drop_duplicates(["model", "variant", "split"])
-        macs = macs.astype({"split": "int64"})
-        table = table.merge(macs, on=["model", "variant", "split"], how="left")
+    table = with_rates(table, frame_rate)
+    if store is not None:
+        cost = device_table(store)
+        extra = [c for c in cost.columns if c not in ("model", "variant", "split") and c not in table.columns]
+        if len(cost) and extra:
+            table = table.merge(cost[["model", "variant", "split", *extra]], on=["model", "variant", "split"], how="left")
     return table
 
 
@@ -405,12 +415,15 @@ class GroundTruth:
     sizes: dict[int, tuple[int, int]]
     categories: dict[int, str]
     note: Note | None = None
+    file_names: dict[int, str] = field(default_factory=dict)
 
 
 def read_ground_truth(location: str) -> GroundTruth:
     store = ResultsStore(location)
+    # Reference evaluation has no ground-truth file; its detections still carry COCO ids.
+    coco_names = {c.id: c.name for c in COCO_CATEGORIES}
     if not store.exists(GROUND_TRUTH_FILE):
-        return GroundTruth({}, {}, {}, Note("info", "No ground_truth.json here (reference evaluation)."))
+        return GroundTruth({}, {}, coco_names, Note("info", "No ground_truth.json here (reference evaluation)."))
     try:
         gt = store.load_ground_truth()
     except ResultsError as exc:
@@ -427,8 +440,9 @@ def read_ground_truth(location: str) -> GroundTruth:
         for i, anns in per_image.items()
     }
     sizes = {int(img["id"]): (int(img.get("width", 0)), int(img.get("height", 0))) for img in gt["images"]}
-    categories = {int(c["id"]): str(c.get("name", c["id"])) for c in gt.get("categories", [])}
-    return GroundTruth(boxes, sizes, categories)
+    categories = {**coco_names, **{int(c["id"]): str(c.get("name", c["id"])) for c in gt.get("categories", [])}}
+    file_names = {int(img["id"]): str(img.get("file_name", "")) for img in gt["images"] if img.get("file_name")}
+    return GroundTruth(boxes, sizes, categories, file_names=file_names)
 
 
 @st.cache_resource(show_spinner="Reading the ground truth…", max_entries=4)

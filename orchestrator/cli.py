@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ EXIT_TERMINATED = 143  # SIGTERM (SLURM, Kubernetes, `ray stop`): rows so far ar
 # so `splitsweep inspect` never pays for importing Ray.
 COMMANDS: dict[str, str] = {
     "demo": "Fetch the demo detector and photos if needed, run the demo sweep on local Ray, print the summary.",
-    "run": "Run or resume a sweep: only tasks not yet stored are run.",
+    "run": "Run or resume a sweep: only tasks not yet stored are run (the report comes from `splitsweep report`).",
     "validate": "Check a sweep spec (keys, models, split points, codecs, dataset) without running anything.",
     "plan": "Show the tasks and work units a spec makes, and how many are already stored.",
     "status": "Show done / failed / remaining tasks of a results location, per model, split and codec.",
@@ -67,6 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except (SplitsweepError, KeyboardInterrupt) as exc:
         return exit_code(exc, command=known.command)
+    except BrokenPipeError:
+        # `splitsweep inspect --json | head`: the reader left; nothing to say, and Python's
+        # flush at exit must not fail on the closed pipe either (the Python docs' recipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 def exit_code(exc: BaseException, *, command: str) -> int:

@@ -4,9 +4,37 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
+from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["Progress", "format_duration"]
+import numpy as np
+
+__all__ = ["Progress", "format_duration", "window_rate", "RATE_WINDOW_S"]
+
+# The rate behind every ETA (this line and the dashboard's): tasks finished over the last
+# minute of work, so the start-up of Ray and idle time before the first row do not count.
+RATE_WINDOW_S = 60.0
+
+
+def window_rate(times: Sequence[float], counts: Sequence[float] | None = None, *,
+                window_s: float = RATE_WINDOW_S) -> float:
+    """Tasks per second over the last ``window_s`` seconds of work: the tasks finished
+    after the first event of that window, divided by the time from that event to the
+    last. ``times``: when tasks (or batches of ``counts`` tasks) finished, any order.
+    0 when fewer than two events fall in the window."""
+    t = np.asarray(times, np.float64)
+    c = np.ones(len(t)) if counts is None else np.asarray(counts, np.float64)
+    if len(t) < 2:
+        return 0.0
+    order = np.argsort(t, kind="stable")
+    t, c = t[order], c[order]
+    recent = t >= t[-1] - window_s
+    t, c = t[recent], c[recent]
+    span = t[-1] - t[0]
+    if len(t) < 2 or span <= 0:
+        return 0.0
+    return float(c[1:].sum() / span)
 
 
 def format_duration(seconds: float) -> str:
@@ -32,6 +60,7 @@ class Progress:
         self.lost_workers = 0
         self.start = time.monotonic()
         self._last = 0.0
+        self._events: deque[tuple[float, int]] = deque()
 
     @property
     def done(self) -> int:
@@ -40,11 +69,25 @@ class Progress:
     def update(self, *, ok: int = 0, failed: int = 0) -> None:
         self.ok += ok
         self.failed += failed
+        now = time.monotonic()
+        self._events.append((now, ok + failed))
+        while self._events and self._events[0][0] < now - 2 * RATE_WINDOW_S:
+            self._events.popleft()
         self.render()
+
+    def rate(self) -> float:
+        """Tasks per second over the last minute of work (:func:`window_rate`); before two
+        results came back, the mean since the start."""
+        if len(self._events) >= 2:
+            times, counts = zip(*self._events)
+            rate = window_rate(times, counts)
+            if rate > 0:
+                return rate
+        return self.done / max(time.monotonic() - self.start, 1e-9)
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = self.done / elapsed
+        rate = self.rate()
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         pct = 100.0 * self.done / self.total if self.total else 100.0
         text = (

@@ -175,6 +175,10 @@ MPEG_COLUMNS: dict[str, str] = {
     "tail_s": "tail_s",
     "front_bytes_ap": "pareto",
     "front_noise": "pareto_gain_within_noise",
+    "head_only_s": "head_only_s",  # the head model alone, median over a few images (orchestrator.devicecost)
+    "head_params": "head_params",
+    "head_macs": "head_macs",
+    "tail_macs": "tail_macs",
 }
 # CSV numbers: ten significant digits, so sums of floats print as 100, not 99.99999999999997.
 CSV_FLOAT_FORMAT = "%.10g"

@@ -26,6 +26,7 @@ __all__ = [
     "PLAN_FILE",
     "VARIANT_TABLE",
     "SPLIT_TABLE",
+    "DEVICE_TABLE",
     "REPORT_FILE",
     "REMOTE_SPLIT",
     "BASELINE_SPLIT",
@@ -54,6 +55,7 @@ VARIANTS_DIR = "variants"  # built model variants and their cost table
 PLAN_FILE = "plan.parquet"  # every task of the latest run's plan (orchestrator.sweep writes it)
 VARIANT_TABLE = f"{VARIANTS_DIR}/variants.parquet"  # one row per built variant: sizes, MACs, build time
 SPLIT_TABLE = f"{VARIANTS_DIR}/splits.parquet"  # fp32 split → variant node, head / tail MACs
+DEVICE_TABLE = f"{VARIANTS_DIR}/device.parquet"  # head-only latency and head parameters per split (devicecost)
 REPORT_FILE = f"{REPORT_DIR}/configs.parquet"  # the per-configuration report (orchestrator.report)
 
 DETECTION_TYPE = pa.list_(

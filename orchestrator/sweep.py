@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from tasks.errors import SpecError
 
+from .devicecost import measure_sweep
 from .execute import ExecutionStats, RayOptions, cluster_cpus, connect, run_units
 from .lease import Lease
 from .plan import PLAN_DIGEST_KEY, Plan, SequenceUnit, WorkUnit, build_plan
@@ -122,6 +123,8 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
         prepared()
         for file, reason in problems:
             out.write(f"warning: {file}: {reason} (its tasks will fail; the others run)\n")
+        # The device's cost per split (head model alone, a few images): once per variant.
+        measure_sweep(plan, store, variants, threads=spec.execution.threads, out=out)
 
         if spec.evaluation.select is not None:
             plan = _select_images(spec, plan, store, payloads, variants, workers=workers, lease=lease, options=options,

@@ -68,7 +68,10 @@ def fmt_float(decimals: int) -> Callable[[Any], str]:
 
 
 def fmt_pct(value: Any) -> str:
-    return "-" if value is None or pd.isna(value) else f"{100 * value:.1f}%"
+    if value is None or pd.isna(value):
+        return "-"
+    text = f"{100 * value:.1f}%"
+    return "0.0%" if text == "-0.0%" else text  # a lossless codec's few header bytes are no "-0.0%" saving
 
 
 def render_columns(out: TextIO, df: pd.DataFrame, columns: Sequence[tuple[str, str, Callable[[Any], str]]]) -> None:

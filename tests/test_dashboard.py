@@ -257,15 +257,23 @@ def test_overview_counts_rate_and_failures(results_dir):
     assert data.loc[(data["split"] == 7) & (data["state"] == "remaining"), "tasks"].sum() == 1
 
 
-def test_overview_rate_counts_rows_in_the_window(results_dir):
+def test_overview_rate_is_the_clis_window_rate(results_dir):
+    """The overview's rate is orchestrator.progress.window_rate of the stored finish times
+    (the CLI's): idle time after the last row does not lower it, and the ETA counts that
+    time as work done."""
+    from orchestrator.progress import window_rate
+
     progress = read_progress(str(results_dir))
-    last = progress.rows["finished_at"].max()
-    summary = summarize(progress, Filters(), now=last + pd.Timedelta(seconds=1), window_min=5.0)
-    recent = (progress.rows["finished_at"] >= last + pd.Timedelta(seconds=1) - pd.Timedelta(minutes=5)).sum()
-    assert recent > 0 and summary.rate_per_min == pytest.approx(recent / 5.0)
+    stamps = progress.rows["finished_at"]
+    last = stamps.max()
+    summary = summarize(progress, Filters(), now=last, window_min=5.0)
+    seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy()
+    assert summary.rate_per_min > 0
+    assert summary.rate_per_min == pytest.approx(60 * window_rate(seconds, window_s=300))
     assert summary.eta_s == pytest.approx(summary.remaining / summary.rate_per_min * 60)
-    late = summarize(progress, Filters(), now=last + pd.Timedelta(hours=1))
-    assert late.rate_per_min == 0 and late.eta_s is None
+    later = summarize(progress, Filters(), now=last + pd.Timedelta(seconds=5), window_min=5.0)
+    assert later.rate_per_min == summary.rate_per_min
+    assert later.eta_s == pytest.approx(max(0.0, summary.eta_s - 5))
     only_uniform = summarize(progress, Filters(codecs=("uniform",)), now=last)
     assert (only_uniform.ok, only_uniform.failed, only_uniform.remaining) == (4 * N_IMAGES, 0, 0)
 

@@ -21,13 +21,46 @@ from ..data import (
 )
 from . import ViewContext, no_configs
 
-__all__ = ["TITLE", "DEFAULT_SIZE", "config_name", "draw_boxes", "image_numbers", "render"]
+__all__ = ["TITLE", "DEFAULT_SIZE", "config_name", "draw_boxes", "image_numbers", "image_title", "image_scores", "render"]
 
 TITLE = "Image drill-down"
 DEFAULT_SIZE = (640, 480)
 _MAX_SELECT = 1000  # more image ids than this: a number field instead of a list
 GT_COLOR = (0, 200, 0)
 DET_COLOR = (230, 30, 30)
+BASE_COLOR = (30, 90, 230)  # the uncompressed model's detections when both are drawn on one image
+
+
+def image_title(image_id: int, *, file_name: str | None = None, frame_rate: float | None = None) -> str:
+    """How an image reads in the picker: its id with the file name, or for a video the
+    frame index and its time (image ids of a video are frame index + 1)."""
+    if frame_rate:
+        frame = int(image_id) - 1
+        return f"{image_id} · frame {frame} · t = {frame / frame_rate:.2f} s"
+    return f"{image_id} · {file_name}" if file_name else str(image_id)
+
+
+def image_scores(gt: Detections | None, dets: Detections | None, *, threshold: float, size: tuple[int, int]) -> dict:
+    """Per-image AP (COCO AP@[.5:.95] of this one image) and, at IoU 0.5 and the score
+    threshold, TP / FP / FN."""
+    from tasks.metrics import COCO_CATEGORIES, coco_categories, coco_metrics, per_image_metrics
+
+    empty = {"AP (this image)": None, "TP": None, "FP": None, "FN": None}
+    if gt is None or dets is None:
+        return empty
+    m = per_image_metrics(gt, dets, iou=0.5, score_threshold=threshold)
+    truth = {
+        "images": [{"id": 1, "width": int(size[0]), "height": int(size[1])}],
+        "annotations": [
+            {"id": n + 1, "image_id": 1, "category_id": int(c), "bbox": [float(v) for v in b],
+             "area": float(b[2] * b[3]), "iscrowd": 0}
+            for n, (b, c) in enumerate(zip(gt.boxes.tolist(), gt.category_ids.tolist()))
+        ],
+        "categories": coco_categories(COCO_CATEGORIES),
+    }
+    ap = coco_metrics(truth, {1: dets}, image_ids=[1], unknown_categories="ignore").ap if len(gt) else float("nan")
+    return {"AP (this image)": None if np.isnan(ap) else round(100 * ap, 2), "TP": m.tp, "FP": m.n_pred - m.tp,
+            "FN": m.n_gt - m.tp}
 
 
 def config_name(model: str, variant: str, split: int, label: str) -> str:
@@ -42,9 +75,11 @@ def draw_boxes(
     detections: Detections | None,
     threshold: float,
     categories: Mapping[int, str] | None = None,
+    baseline: Detections | None = None,
 ) -> np.ndarray:
     """The image (or a blank grey canvas of ``size`` = (width, height)) with ground-truth
-    boxes in green and the detections scoring ≥ ``threshold`` in red with their score."""
+    boxes in green and the detections scoring ≥ ``threshold`` in red with their score;
+    ``baseline``: a second setting's detections, in blue, on the same picture."""
     if rgb is None:
         canvas = Image.new("RGB", (max(1, int(size[0])), max(1, int(size[1]))), (235, 235, 235))
     else:
@@ -56,13 +91,16 @@ def draw_boxes(
         for x, y, w, h in ground_truth.boxes.tolist():
             # Thicker than a detection's, drawn first: a perfect hit still shows green inside the red.
             draw.rectangle([x, y, x + w, y + h], outline=GT_COLOR, width=2 * width + 1)
-    if detections is not None:
-        keep = detections.scores >= threshold
+    for dets, color, below in ((baseline, BASE_COLOR, True), (detections, DET_COLOR, False)):
+        if dets is None:
+            continue
+        keep = dets.scores >= threshold
         for (x, y, w, h), score, cat in zip(
-            detections.boxes[keep].tolist(), detections.scores[keep].tolist(), detections.category_ids[keep].tolist()
+            dets.boxes[keep].tolist(), dets.scores[keep].tolist(), dets.category_ids[keep].tolist()
         ):
-            draw.rectangle([x, y, x + w, y + h], outline=DET_COLOR, width=width)
-            draw.text((x + 2, max(0, y - 12)), f"{names.get(cat, cat)} {score:.2f}", fill=DET_COLOR)
+            draw.rectangle([x, y, x + w, y + h], outline=color, width=width)
+            # Labels of the second set go under the box's top edge, so the two never overlap.
+            draw.text((x + 2, y + 2 if below else max(0, y - 12)), f"{names.get(cat, cat)} {score:.2f}", fill=color)
     return np.asarray(canvas)
 
 
@@ -110,8 +148,13 @@ def render(ctx: ViewContext) -> None:
     if len(ids) == 0:
         st.info("This configuration has no stored rows.")
         return
+    gt_index = load_ground_truth(ctx.location, ctx.version)
+    frame_rate = ctx.meta.frame_rate if ctx.meta is not None else None
     if len(ids) <= _MAX_SELECT:
-        image_id = c2.selectbox("Image id", [int(i) for i in ids], key="drill_image")
+        image_id = c2.selectbox(
+            "Image", [int(i) for i in ids], key="drill_image",
+            format_func=lambda i: image_title(i, file_name=gt_index.file_names.get(int(i)), frame_rate=frame_rate),
+        )
     else:
         image_id = int(c2.number_input("Image id", min_value=int(ids[0]), max_value=int(ids[-1]), value=int(ids[0]),
                                        step=1, key="drill_image_number"))  # fmt: skip
@@ -131,7 +174,6 @@ def render(ctx: ViewContext) -> None:
     chosen = rows.get(variant, split, codec, params)
     baseline = rows.get(variant, BASELINE_SPLIT, BASELINE_CODEC, base_params) if base_params is not None else None
 
-    gt_index = load_ground_truth(ctx.location, ctx.version)
     if reference:
         ref_row = rows.get("fp32", BASELINE_SPLIT, BASELINE_CODEC, ref_params) if ref_params is not None else None
         cut = ctx.meta.reference_score_threshold or 0.0
@@ -169,10 +211,24 @@ def render(ctx: ViewContext) -> None:
             picture = draw_boxes(loaded.rgb, size, ground_truth=gt, detections=row["detections"], threshold=threshold,
                                  categories=gt_index.categories)  # fmt: skip
             st.image(picture, caption=f"image {image_id}: green ground truth, red detections ≥ {threshold:.2f}")
-    table = pd.DataFrame(
-        [image_numbers(base_name, baseline, threshold=threshold), image_numbers(choice, chosen, threshold=threshold)]
-    )
-    st.dataframe(table, hide_index=True, width="stretch", key="drill_numbers")
+    if baseline is not None and chosen is not None:
+        st.image(
+            draw_boxes(loaded.rgb, size, ground_truth=gt, detections=chosen["detections"], threshold=threshold,
+                       categories=gt_index.categories, baseline=baseline["detections"]),
+            caption=f"both settings on image {image_id}: green ground truth, blue uncompressed, red {choice}",
+        )
+    table = pd.DataFrame([
+        {**image_numbers(name, row, threshold=threshold),
+         **image_scores(gt, None if row is None else row["detections"], threshold=threshold, size=size)}
+        for name, row in ((base_name, baseline), (choice, chosen))
+    ])
+    st.caption("AP (this image): COCO AP@[.5:.95] of this image alone; TP / FP / FN at IoU 0.5 and the score "
+               "threshold above.")
+    st.dataframe(table, hide_index=True, width="stretch", key="drill_numbers", column_config={
+        "coded_bytes": st.column_config.NumberColumn("coded bytes", format="localized"),
+        "raw_bytes": st.column_config.NumberColumn("raw bytes", format="localized"),
+        "feature_psnr": st.column_config.NumberColumn("PSNR dB", format="%.1f"),
+    })
     if chosen is not None and len(chosen["detections"]):
         d = chosen["detections"]
         order = np.argsort(-d.scores)[:100]

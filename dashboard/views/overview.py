@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
+from orchestrator.progress import window_rate
 from orchestrator.schema import split_label
 
 from .. import charts
@@ -26,7 +27,7 @@ class ProgressSummary:
     failed: int
     remaining: int | None
     tasks: int | None
-    rate_per_min: float  # rows finished per minute over the last ``window_min`` minutes
+    rate_per_min: float  # rows finished per minute over the last ``window_min`` minutes of work
     window_min: float
     last_finished: pd.Timestamp | None
     eta_s: float | None
@@ -34,7 +35,7 @@ class ProgressSummary:
     errors: pd.DataFrame  # error, count, configurations, example
 
 
-def summarize(progress: Progress, filters: Filters, *, now: pd.Timestamp, window_min: float = 5.0) -> ProgressSummary:
+def summarize(progress: Progress, filters: Filters, *, now: pd.Timestamp, window_min: float = 1.0) -> ProgressSummary:
     rows = apply_filters(progress.rows, filters)
     status = rows["status"].astype(object).to_numpy()
     plan = None if progress.plan is None else apply_filters(progress.plan, filters)
@@ -61,9 +62,15 @@ def summarize(progress: Progress, filters: Filters, *, now: pd.Timestamp, window
 
     finished = rows["finished_at"]
     last = finished.max() if len(finished) and finished.notna().any() else None
-    recent = int((finished >= now - pd.Timedelta(minutes=window_min)).sum()) if last is not None else 0
-    rate = recent / window_min
+    # The CLI's rate (orchestrator.progress.window_rate): tasks over the last minute of
+    # work, so a run that just started or paused is not divided by its idle time.
+    stamps = finished.dropna()
+    seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy() if len(stamps) else []
+    rate = 60.0 * window_rate(seconds, window_s=60.0 * window_min)
     eta = remaining / rate * 60.0 if remaining and rate > 0 else None
+    if eta is not None and last is not None and remaining:
+        # Work goes on while nobody looks: count the time since the last stored row as done.
+        eta = max(0.0, eta - max(0.0, (now - last).total_seconds()))
 
     failed_rows = rows[status == "failed"]
     if len(failed_rows):
@@ -106,7 +113,7 @@ def _draw(ctx: ViewContext, progress: Progress) -> None:
     cols[0].metric("done (ok)", f"{summary.ok:,}")
     cols[1].metric("failed", f"{summary.failed:,}")
     cols[2].metric("remaining", "unknown" if summary.remaining is None else f"{summary.remaining:,}")
-    cols[3].metric(f"rows / min (last {summary.window_min:g} min)", f"{summary.rate_per_min:.1f}")
+    cols[3].metric(f"rows / min (last {summary.window_min:g} min of work)", f"{summary.rate_per_min:,.1f}")
     if summary.last_finished is not None:
         age = (now - summary.last_finished).total_seconds()
         cols[4].metric("last row", f"{_duration(age)} ago", help=summary.last_finished.strftime("%Y-%m-%d %H:%M:%S UTC"))

@@ -15,7 +15,25 @@ __all__ = ["TITLE", "render", "FRONT_COLUMNS", "ctx_metric"]
 
 TITLE = "BD-rate & Pareto"
 
-FRONT_COLUMNS = ["model", "variant", "split", "codec", "label", "coded_bytes", "bpp", "ratio", "ap", "ap50", "delta_ap"]
+FRONT_COLUMNS = ["model", "variant", "split", "codec", "label", "kB", "bpp", "kbps", "ratio", "ap", "ap_low", "ap_high",
+                 "delta_ap", "delta_ap_low", "delta_ap_high", "front_noise"]
+# How numbers read in every table of this view (the data keeps full precision for downloads).
+NUMBER_FORMATS = {
+    "kB": st.column_config.NumberColumn("kB", format="%.2f"),
+    "coded_bytes": st.column_config.NumberColumn("coded bytes", format="localized"),
+    "bpp": st.column_config.NumberColumn("bpp", format="%.4f"),
+    "kbps": st.column_config.NumberColumn("kbps", format="%.1f"),
+    "ratio": st.column_config.NumberColumn("ratio", format="%.1f"),
+    "ap": st.column_config.NumberColumn("AP", format="%.2f"),
+    "ap_low": st.column_config.NumberColumn("AP 95% low", format="%.2f"),
+    "ap_high": st.column_config.NumberColumn("AP 95% high", format="%.2f"),
+    "ap_uncompressed": st.column_config.NumberColumn("AP uncompressed", format="%.2f"),
+    "delta_ap": st.column_config.NumberColumn("ΔAP", format="%+.2f"),
+    "delta_ap_low": st.column_config.NumberColumn("ΔAP 95% low", format="%+.2f"),
+    "delta_ap_high": st.column_config.NumberColumn("ΔAP 95% high", format="%+.2f"),
+    "front_noise": st.column_config.CheckboxColumn("gain within noise"),
+    "note": st.column_config.TextColumn("what the interval says", width="large"),
+}
 
 
 def render(ctx: ViewContext) -> None:
@@ -36,7 +54,7 @@ def render(ctx: ViewContext) -> None:
             default = codecs[0]
         c1, c2, c3, c4 = st.columns(4)
         anchor = c1.selectbox("Anchor codec", codecs, index=codecs.index(default), key="bd_anchor")
-        rate = c2.radio("Rate", ["bpp", "coded_bytes"], horizontal=True, key="bd_rate")
+        rate = c2.radio("Rate", [r for r in ("bpp", "kbps", "coded_bytes") if r in shown], horizontal=True, key="bd_rate")
         metrics = [m for m in ("ap", "ap50", "ap75", "miou") if m in shown]
         metric = c3.radio(
             "Metric", metrics, index=metrics.index(ctx_metric(ctx, metrics)), horizontal=True, key="bd_metric"
@@ -60,8 +78,8 @@ def render(ctx: ViewContext) -> None:
                 width="stretch",
                 key="bd_table",
                 column_config={
-                    "bd_rate": st.column_config.NumberColumn("BD-rate %", format="%.2f"),
-                    "bd_ap": st.column_config.NumberColumn(f"BD-{metric}", format="%.2f"),
+                    "bd_rate": st.column_config.NumberColumn("BD-rate %", format="%+.2f"),
+                    "bd_ap": st.column_config.NumberColumn(f"BD-{metric}", format="%+.2f"),
                 },
             )
 
@@ -71,8 +89,13 @@ def render(ctx: ViewContext) -> None:
         st.info("No configuration on a front (the front needs split configurations with an AP).")
     else:
         front = front.sort_values(["model", "coded_bytes"])
+        if "front_noise" in front and front["front_noise"].any():
+            st.caption(
+                f"{int(front['front_noise'].sum())} front point(s) gain AP over the next cheaper front point by less "
+                "than the noise (their 95% AP intervals overlap): on these images the extra bytes buy nothing shown."
+            )
         st.dataframe(split_names(front[[c for c in FRONT_COLUMNS if c in front]]), hide_index=True, width="stretch",
-                     key="front_table")
+                     key="front_table", column_config=NUMBER_FORMATS)
 
     st.subheader("Cheapest configuration within an AP budget")
     points = st.number_input(
@@ -82,8 +105,10 @@ def render(ctx: ViewContext) -> None:
     if cheapest.empty:
         st.info(f"No filtered configuration is within {points:g} AP points of its uncompressed AP.")
     else:
-        columns = ["model", "variant", "split", "codec", "label", "coded_bytes", "ap", "ap_uncompressed", "delta_ap"]
-        st.dataframe(split_names(pd.DataFrame(cheapest[columns])), hide_index=True, width="stretch", key="cheapest_table")
+        columns = ["model", "variant", "split", "codec", "label", "coded_bytes", "kB", "ap", "ap_uncompressed", "delta_ap",
+                   "delta_ap_low", "delta_ap_high", "note"]
+        st.dataframe(split_names(pd.DataFrame(cheapest[[c for c in columns if c in cheapest]])), hide_index=True,
+                     width="stretch", key="cheapest_table", column_config=NUMBER_FORMATS)
 
 
 def ctx_metric(ctx: ViewContext, metrics: list[str]) -> str:

@@ -59,6 +59,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="FILE", help="draw cut bytes and head MACs against node index (.png / .svg)")
 
 
+WIDTH = 120  # the table fits a 120-column terminal; --json has everything unabridged
+
+
+def elide(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters by dropping its middle (``backbone…conv_3``):
+    the start and the end of a layer name are the parts that tell nodes apart."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    keep = width - 1
+    return text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2 :]
+
+
 def _tensor_text(info: TensorInfo) -> str:
     return f"{info.name} {info.describe()} {human_bytes(info.nbytes)}"
 
@@ -212,18 +226,19 @@ def run(args: argparse.Namespace) -> int:
         out.write("\n")
         return 0
     out.write(f"{args.model}: {graph.num_nodes} nodes\n")
-    out.write("inputs:  " + ", ".join(f"{t.name} {t.describe()}" for t in inputs) + "\n")
-    out.write("outputs: " + ", ".join(f"{t.name} {t.describe()}" for t in outputs) + "\n")
+    out.write(elide("inputs:  " + ", ".join(f"{t.name} {t.describe()}" for t in inputs), WIDTH) + "\n")
+    out.write(elide("outputs: " + ", ".join(f"{t.name} {t.describe()}" for t in outputs), WIDTH) + "\n")
     if note:
         out.write(f"note: {note}\n")
     out.write("\n")
     if args.suggest:
         _write_suggestions(out, picks, macs)
         return 0
-    op_w = max([len("op")] + [len(p.op_type) for p in rows])
-    name_w = min(40, max([len("node")] + [len(p.node_name) for p in rows]))
-    out.write(f"{'split':>6}  {'op':<{op_w}}  {'node':<{name_w}}  {'branches':>8}  {'total':>11}  valid  "
-              "what crosses: cut tensors\n")
+    op_w = min(14, max([len("op")] + [len(p.op_type) for p in rows]))
+    name_w = min(28, max([len("node")] + [len(p.node_name) for p in rows]))
+    head = f"{'split':>6}  {'op':<{op_w}}  {'node':<{name_w}}  {'branches':>8}  {'total':>11}  valid  "
+    room = max(20, WIDTH - len(head))
+    out.write(head + elide("what crosses: cut tensors", room) + "\n")
     for p in rows:
         tensors = "; ".join(_tensor_text(t) for t in p.tensors)
         if p.side_inputs:
@@ -231,13 +246,13 @@ def run(args: argparse.Namespace) -> int:
         mark = "yes" if p.valid else "no "
         total = human_bytes(p.total_bytes) + ("*" if p.measured else " ")
         out.write(
-            f"{p.split:>6}  {p.op_type:<{op_w}}  {p.node_name[:name_w]:<{name_w}}  {p.branches:>8}  "
-            f"{total:>11}  {mark}    {kinds_text(p)}: {tensors}\n"
+            f"{p.split:>6}  {elide(p.op_type, op_w):<{op_w}}  {elide(p.node_name, name_w):<{name_w}}  {p.branches:>8}  "
+            f"{total:>11}  {mark}    {elide(f'{kinds_text(p)}: {tensors}', room - 2)}\n"
         )
     out.write(f"\n{len(valid)} valid split points of {graph.num_nodes}: {format_ranges(valid)}\n")
     invalid = [p for p in points if not p.valid]
     for p in invalid[:10]:
-        out.write(f"  not valid: {p.split} ({p.op_type} {p.node_name!r}): {p.reason}\n")
+        out.write(elide(f"  not valid: {p.split} ({p.op_type} {p.node_name!r}): {p.reason}", WIDTH) + "\n")
     if len(invalid) > 10:
         out.write(f"  ... and {len(invalid) - 10} more not valid\n")
     return 0
@@ -265,7 +280,8 @@ def _macs_text(n: int) -> str:
 
 
 def plot(points: list[SplitPoint], macs: list[int] | None, path: str, *, title: str = "") -> None:
-    """Cut bytes (valid cuts; measured ones marked) and cumulative head MACs against node index."""
+    """Cut bytes (valid cuts) and cumulative head MACs against node index, and below it the
+    number of tensors crossing each cut (branches)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,12 +291,14 @@ def plot(points: list[SplitPoint], macs: list[int] | None, path: str, *, title: 
     if suffix not in ("png", "svg", "pdf"):
         raise SpecError(f"cannot draw to {path!r}", key="--plot", allowed=".png, .svg, .pdf")
     rows = [p for p in points if p.valid and p.total_bytes is not None]
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, (ax, ax_b) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 1))
     ax.step([p.split for p in rows], [p.data_bytes or 0 for p in rows], where="post", label="feature maps (bytes)")
     ax.step([p.split for p in rows], [p.total_bytes for p in rows], where="post", alpha=0.5, label="all cut tensors (bytes)")
     ax.set_yscale("symlog")
-    ax.set_xlabel("split (node index)")
     ax.set_ylabel("bytes crossing the cut")
+    ax_b.step([p.split for p in points], [p.branches for p in points], where="post", color="tab:green")
+    ax_b.set_ylabel("branches")
+    ax_b.set_xlabel("split (node index)")
     if macs:
         ax2 = ax.twinx()
         ax2.plot(range(len(macs)), [m / 1e9 for m in macs], color="tab:red", label="head MACs (G)")

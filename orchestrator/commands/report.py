@@ -72,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="video sweeps: print the MPEG CTTC-style per-sequence table instead (sequence, split, codec, QP, kbps, "
              "AP, fidelity, encode / decode seconds of the whole sequence); hevc and hevc sequence apart",
     )
+    parser.add_argument(
+        "--figures", metavar="DIR", type=Path,
+        help="also write paper output to DIR: the rate-accuracy figure per model (PDF, SVG, PNG; AP with 95%% "
+             "intervals against bpp, or kbps for video) and the BD table as LaTeX (bd.tex) and Markdown (bd.md)",
+    )
     parser.add_argument("--force", action="store_true", help="re-score every configuration, not only changed ones")
     parser.add_argument(
         "--workers", type=_positive, default=1, metavar="N", help="score configurations in N processes (default: 1)"
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     frame_rate = open_results(args.results).meta.frame_rate
     if args.cttc:
         return _print_cttc(args, result.table, frame_rate)
-    table = with_rates(report_fronts(result.table), frame_rate)
+    table = with_device_cost(with_rates(report_fronts(result.table), frame_rate), args.results)
     metric = args.metric or default_metric(args.results)
     bd, reason = bd_for(table, anchor=args.anchor, rate=args.rate, metric=metric, fit=args.fit)
     bd = with_kbps_range(bd, table)
@@ -112,6 +117,15 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ResultsError(f"cannot write the CSV file: {exc.strerror or exc}", file=str(args.csv),
                                key="--csv") from None
+    if args.figures is not None:
+        from orchestrator.figures import write_figures
+
+        try:
+            written = write_figures(table, bd, args.figures, rate="kbps" if "kbps" in table else "bpp", metric=metric)
+        except OSError as exc:
+            raise ResultsError(f"cannot write the figures: {exc.strerror or exc}", file=str(args.figures),
+                               key="--figures") from None
+        print(f"splitsweep: wrote {len(written)} files to {args.figures}", file=sys.stderr)
     out = sys.stdout
     if args.format == "csv":
         mpeg_columns(table).to_csv(out, index=False, float_format=CSV_FLOAT_FORMAT)
@@ -161,6 +175,20 @@ def _print_cttc(args: argparse.Namespace, report: pd.DataFrame, frame_rate: floa
         sys.stdout.write(table.assign(split=[split_label(s) for s in table["split"]]).to_string(
             index=False, float_format=lambda v: f"{v:,.3f}") + "\n")
     return 0
+
+
+def with_device_cost(table: pd.DataFrame, results: str) -> pd.DataFrame:
+    """``table`` with the device's cost of each split (orchestrator.devicecost): head-only
+    latency, head parameters, head / tail MACs — where the store measured them."""
+    from orchestrator.devicecost import device_table
+
+    cost = device_table(open_results(results))
+    extra = [c for c in cost.columns if c not in ("model", "variant", "split") and c not in table.columns]
+    if cost.empty or not extra:
+        return table
+    merged = table.merge(cost[["model", "variant", "split", *extra]], on=["model", "variant", "split"], how="left")
+    merged.index = table.index
+    return merged
 
 
 def default_metric(results: str) -> str:

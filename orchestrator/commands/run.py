@@ -10,7 +10,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: $RAY_ADDRESS or a local Ray")
     parser.add_argument("--workers", type=int, help="number of workers (default: spec's execution.workers)")
     parser.add_argument("--retry-failed", action="store_true", help="run failed tasks again")
-    parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
 
 
 def run(args) -> int:
