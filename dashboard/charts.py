@@ -246,7 +246,9 @@ def _heat_layers(frame: pd.DataFrame, x, *, name: str, value_format: str, title:
         text=alt.Text("value:Q", format=value_format),
         color=alt.Color("text_color:N", scale=None),
     )
-    return alt.layer(cells, text).properties(title=alt.TitleParams(title, **_TITLE), height=alt.Step(34))
+    # The text's colour is a literal per cell, not a second scale on the cells' colour.
+    return (alt.layer(cells, text).resolve_scale(color="independent")
+            .properties(title=alt.TitleParams(title, **_TITLE), height=alt.Step(34)))
 
 
 def heatmap_chart(frame: pd.DataFrame, *, metric: str = "ap", title: str = "") -> alt.LayerChart:

@@ -24,7 +24,7 @@ __all__ = ["FIGURE_FORMATS", "write_figures", "bd_latex", "bd_markdown", "rate_f
 
 FIGURE_FORMATS = ("pdf", "svg", "png")
 METRIC_NAMES = {"ap": "AP", "ap50": "AP50", "ap75": "AP75", "miou": "mIoU"}
-RATE_NAMES = {"bpp": "bits per pixel (bpp)", "kbps": "kbit/s at the video's frame rate", "kB": "kB per image"}
+RATE_NAMES = {"bpp": "bits per pixel, bpp", "kbps": "kbit/s at the video's frame rate", "kB": "kB per image"}
 # Ten colours a reader tells apart in print and on screen (Okabe–Ito, then Tableau's darker tones).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#7f7f7f", "#8c564b", "#17becf")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")

@@ -209,8 +209,10 @@ def test_curves_have_a_point_per_coded_configuration(any_results):
     report = load_report(any_results)
     coded = report[(report["split"] != -1) & (report["coded_bytes"] > 0) & report["ap"].notna()]
     drawn = vega(no_exception(app(any_results, "Rate–accuracy")))
-    by_bytes = [c for c in drawn if '"coded_bytes"' in json.dumps(c["spec"]["layer"][0]["encoding"]["x"])]
-    counted = sum(len(next(f for f in c["data"].values() if "curve" in f.columns)) for c in by_bytes)
+    assert len(drawn) == report["model"].nunique()  # one chart per model, against bpp by default
+    lines = [next(layer for layer in c["spec"]["layer"] if layer["mark"]["type"] == "line") for c in drawn]
+    assert all(layer["encoding"]["x"]["field"] == "bpp" for layer in lines)
+    counted = sum(len(next(f for f in c["data"].values() if "curve" in f.columns)) for c in drawn)
     assert counted == len(coded)
 
 
@@ -344,9 +346,13 @@ def test_filters_apply_to_the_overview(results_dir):
 def test_curves_draw_points_rules_and_pareto(results_dir, report):
     at = no_exception(app(results_dir, "Rate–accuracy"))
     drawn = vega(at)
-    assert len(drawn) == 2  # one model: bytes and ratio
-    bytes_chart = next(c for c in drawn if '"coded_bytes"' in json.dumps(c["spec"]["layer"][0]["encoding"]["x"]))
-    assert bytes_chart["spec"]["layer"][0]["encoding"]["x"]["scale"]["type"] == "log"
+    assert len(drawn) == 1  # one model, against bpp
+    bytes_chart = drawn[0]
+    lines = next(layer for layer in bytes_chart["spec"]["layer"] if layer["mark"]["type"] == "line")
+    assert lines["encoding"]["x"]["field"] == "bpp" and lines["encoding"]["x"]["scale"]["type"] == "log"
+    assert lines["encoding"]["x"]["title"] == "bits per pixel (bpp, log scale)"
+    # 95% intervals as rules from ap_low to ap_high, the uncompressed interval as a band.
+    assert any(layer["encoding"].get("y2", {}).get("field") == "ap_high" for layer in bytes_chart["spec"]["layer"])
     frames = list(bytes_chart["data"].values())
     points = next(f for f in frames if "curve" in f.columns)
     rules = next(f for f in frames if "text" in f.columns)
@@ -363,15 +369,17 @@ def test_curves_draw_points_rules_and_pareto(results_dir, report):
 
 
 def test_curve_points_and_rules_from_a_report(results_dir, report):
-    points = charts.curve_points(read_configs(str(results_dir), update=False).table, x="ratio", group="codec")
+    enriched = read_configs(str(results_dir), update=False).table
+    points = charts.curve_points(enriched, x="ratio", group="codec")
     assert (points["split"] != -1).all()
     row = row_of(report, 3, "uniform", bits=8)
     assert points.loc[points["label"] == "uniform bits=8", "ratio"].item() == pytest.approx(RAW3 / 200_000)
     assert row["ratio"] == pytest.approx(RAW3 / 200_000)
     rules = charts.baseline_rules(report)
     assert rules.set_index("variant")["value"].to_dict() == pytest.approx({"fp32": 100.0, "fp16": KNOWN_AP["drop_half"][0]})
+    assert set(charts.curve_points(enriched, x="kB")["kB"]) == {b / 1000 for b in points["coded_bytes"]}
     with pytest.raises(ValueError):
-        charts.curve_points(report, x="bpp")
+        charts.curve_points(report, x="kbps")  # a store of stills has no kbps
 
 
 def test_split_view_heatmap_bytes_and_timing(results_dir):
@@ -386,14 +394,19 @@ def test_split_view_heatmap_bytes_and_timing(results_dir):
     raw = next(iter(bars["data"].values())).set_index("split")["raw_bytes"].to_dict()
     assert raw == {3: RAW3, 7: RAW7}
     timing = frame_with(at, "head")
-    assert timing.set_index("split").loc["3", ["head", "encode", "decode", "tail"]].tolist() == pytest.approx(
-        [0.010, 0.002, 0.001, 0.005]
-    )
+    row = timing.set_index(["variant", "split", "codec"]).loc[("fp32", "3", "nncodec")]
+    assert row[["head", "encode", "decode", "tail"]].tolist() == pytest.approx([0.010, 0.002, 0.001, 0.005])
+    kb = [c for c in drawn if c["spec"].get("layer", [{}])[0].get("mark", {}).get("type") == "rect"][1]  # coded kB
+    cells = next(iter(kb["data"].values()))
+    assert set(cells["text_color"]) <= {"white", "black"} and len(set(cells["text_color"])) == 2
+    lo, hi = cells["value"].min(), cells["value"].max()
+    assert cells.loc[cells["value"] == lo, "text_color"].iloc[0] == "white"  # on dark purple
+    assert cells.loc[cells["value"] == hi, "text_color"].iloc[0] == "black"  # on yellow
 
 
 def test_timing_frame_is_per_stage_means():
     configs = pd.DataFrame(
-        {"model": "m", "variant": "v", "split": [1, 1, 2], "head_s": [1.0, 3.0, 5.0], "encode_s": [0.5, 0.5, 1.0],
+        {"model": "m", "variant": "v", "codec": "c", "split": [1, 1, 2], "head_s": [1.0, 3.0, 5.0], "encode_s": [0.5, 0.5, 1.0],
          "decode_s": [0.1, 0.3, 0.2], "tail_s": [2.0, 2.0, 1.0]}
     )  # fmt: skip
     frame = charts.timing_frame(configs)
@@ -415,7 +428,7 @@ def test_bd_table_pareto_and_cheapest(results_dir):
     assert row["anchor"] == "nncodec"
     assert row["bd_rate"] == pytest.approx(expected, rel=1e-6)
     assert row["bd_rate"] < 0  # uniform needs fewer bytes here
-    front = frame_with(at, "coded_bytes")
+    front = frame_with(at, "front_noise")
     assert front["label"].tolist() == ["uniform bits=2", "uniform bits=4", "nncodec qp=-30"]
     cheapest = frame_with(at, "ap_uncompressed")
     assert cheapest[["split", "label", "coded_bytes"]].values.tolist() == [["7", "nncodec qp=-30", 90_000]]
@@ -450,13 +463,17 @@ def test_variant_table_sizes_macs_and_ap_change(results_dir):
 def test_drilldown_shows_detections_of_both_configurations(results_dir):
     label = "toy / fp32 / split 3 / nncodec qp=-26"
     at = no_exception(app(results_dir, "Image drill-down", drill_config=label))
-    assert at.selectbox(key="drill_image").options == [str(i) for i in range(1, N_IMAGES + 1)]
+    assert at.selectbox(key="drill_image").options == [f"{i} · {i}.jpg" for i in range(1, N_IMAGES + 1)]
     numbers = frame_with(at, "detections").set_index("configuration")
     base = "toy / fp32 / split unsplit / none (uncompressed)"
     assert numbers.loc[base, "detections"] == 4 and numbers.loc[label, "detections"] == 2  # drop_half
     assert numbers.loc[label, "coded_bytes"] == 150_000 and numbers.loc[label, "raw_bytes"] == RAW3
     assert numbers.loc[label, "feature_psnr"] == pytest.approx(40.0 - 13)
-    assert len(at.image) == 2
+    assert len(at.image) == 3  # uncompressed, chosen, and both on one picture
+    assert (numbers.loc[label, "TP"], numbers.loc[label, "FP"], numbers.loc[label, "FN"]) == (2, 0, 2)
+    assert (numbers.loc[base, "TP"], numbers.loc[base, "FN"]) == (4, 0)
+    assert numbers.loc[base, "AP (this image)"] == pytest.approx(100.0)
+    assert numbers.loc[label, "AP (this image)"] == pytest.approx(KNOWN_AP["drop_half"][0], abs=0.01)
     assert any("blank 640×480 canvas" in t for t in texts(at, "info"))
     scores = frame_with(at, "score")["score"].tolist()
     assert scores == pytest.approx([0.9, 0.9 - 0.4 / 3])
@@ -473,7 +490,7 @@ def test_drilldown_failed_image_and_other_image(results_dir):
     assert numbers.loc[label, "status"] == "failed" and numbers.loc[label, "error"] == "synthetic failure"
     assert numbers.loc[label, "detections"] == 0
     # Image 6 was never run in this configuration: it is not offered.
-    assert "6" not in at.selectbox(key="drill_image").options
+    assert not any(o.startswith("6 ") for o in at.selectbox(key="drill_image").options)
 
 
 def test_draw_boxes_paints_ground_truth_and_detections():

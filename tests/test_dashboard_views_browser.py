@@ -2,6 +2,8 @@
 
 Screenshots go to the test's tmp dir and, when ``SPLITSWEEP_SCREENSHOTS`` names a folder,
 there too (the issue note's pictures: ``SPLITSWEEP_SCREENSHOTS=/work/notes/screens``).
+``SPLITSWEEP_BROWSER_RESULTS=RESULTS`` runs the same checks on another finished sweep (the
+demo's ``results/demo``) instead of the test suite's own tinydet sweep.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ pytestmark = [
 VIEWS = [
     ("Overview", "done (ok)", 1),
     ("Rate–accuracy", "against bits per pixel", 1),
-    ("Split points", "Device cost per split", 5),
+    ("Split points", "Device cost per split", 6),
     ("BD-rate & Pareto", "Pareto front", 0),
     ("Variants", "Variants", 0),
     ("Image drill-down", "green ground truth", 0),
@@ -46,7 +48,8 @@ _CHART_FACTS = """
 
 
 @pytest.fixture
-def sweep_server(sweep_results, tmp_path):
+def sweep_server(request, tmp_path):
+    sweep_results = os.environ.get("SPLITSWEEP_BROWSER_RESULTS") or request.getfixturevalue("sweep_results")
     port = _free_port()
     log = open(tmp_path / "server.log", "w+")
     process = subprocess.Popen(
@@ -87,7 +90,9 @@ def _settle(page, want: int) -> list[dict]:
         facts = page.evaluate(_CHART_FACTS)
         if len(facts) >= want and all(f["marks"] > 0 for f in facts):
             return facts
-        assert time.monotonic() < deadline, f"charts did not paint: {facts}"
+        if time.monotonic() >= deadline:
+            page.screenshot(path=os.environ.get("SPLITSWEEP_FAILED_SHOT", "/dev/null"), full_page=True)
+        assert time.monotonic() < deadline, f"charts did not paint: {[(f['title'], f['marks']) for f in facts]}"
         page.wait_for_timeout(300)
 
 
@@ -99,9 +104,10 @@ def test_every_view_of_a_real_sweep(sweep_server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            # Tall: Streamlit scrolls inside its main block, so a full-page shot is the viewport.
+            page = browser.new_page(viewport={"width": 1500, "height": 2800})
             page.goto(url, wait_until="domcontentloaded")
-            page.get_by_text("splitsweep: fixture").first.wait_for(timeout=90_000)
+            page.get_by_text("splitsweep: ").first.wait_for(timeout=90_000)
             seen_titles = {}
             for n, (tab, text, charts) in enumerate(VIEWS):
                 page.get_by_role("tab", name=tab).click()
@@ -121,8 +127,8 @@ def test_every_view_of_a_real_sweep(sweep_server):
                 if copy_to:
                     Path(copy_to).mkdir(parents=True, exist_ok=True)
                     shutil.copy(shot, Path(copy_to) / shot.name)
-            assert any("against bits per pixel" in t for t in seen_titles["Rate–accuracy"])
-            assert any("compute vs bandwidth" in t for t in seen_titles["Split points"])
-            assert any("coded kB per image" in t for t in seen_titles["Split points"])
+            assert any("against bits per pixel" in t for t in seen_titles["Rate–accuracy"]), seen_titles
+            assert any("compute vs bandwidth" in t for t in seen_titles["Split points"]), seen_titles
+            assert any("coded kB per image" in t for t in seen_titles["Split points"]), seen_titles
         finally:
             browser.close()

@@ -50,7 +50,7 @@ def test_report_figures_and_bd_tables(tmp_path, capsys):
     assert (figures / "rate-accuracy-toy.pdf").read_bytes()[:5] == b"%PDF-"
     assert (figures / "rate-accuracy-toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = (figures / "rate-accuracy-toy.svg").read_text()
-    assert "bits per pixel (bpp)" in svg and "95% CI" in svg and "uncompressed" in svg
+    assert "bits per pixel, bpp" in svg and "95% CI" in svg and "uncompressed" in svg
     # The same bytes on a second run: no timestamps in the files.
     first = (figures / "rate-accuracy-toy.svg").read_bytes()
     report_command.run(parser.parse_args([str(store.root), "--figures", str(figures)]))
