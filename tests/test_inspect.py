@@ -35,7 +35,9 @@ def test_table(saved, capsys) -> None:
     assert "x float32[1,3,16,16]" in lines[1] and "y float32[1,8]" in lines[2]
     row = next(line for line in lines if line.split()[:3] == ["3", "Conv", "conv2"])
     assert row.split()[3:7] == ["2", "16.0", "KiB", "yes"]
-    assert "relu1_out float32[1,8,16,16] 8.0 KiB; conv2_out float32[1,8,16,16] 8.0 KiB" in row
+    block = out[out.index(row):].split("\n     4 ")[0]  # the row and its continuation lines
+    assert "relu1_out float32[1,8,16,16] 8.0 KiB" in block and "conv2_out float32[1,8,16,16] 8.0 KiB" in block
+    assert max(len(line) for line in lines) <= 120  # fits a 120-column terminal
     assert next(line for line in lines if line.split()[:2] == ["0", "Constant"]).split()[3:6] == ["0", "0", "B"]
     assert "11 valid split points of 13: 1-11" in out
     assert "not valid: 0 (Constant 'half')" in out and "not valid: 12 (Identity 'out')" in out
@@ -44,9 +46,30 @@ def test_table(saved, capsys) -> None:
 def test_side_inputs_are_shown(saved, capsys) -> None:
     assert main(["inspect", str(saved["side_input"]), "--valid-only"]) == 0
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.strip()[:1].isdigit() and "side inputs" in line]
-    assert len(rows) == 11
-    assert all("+ side inputs: scale float32[1,1,4] 16 B" in r for r in rows)
+    rows = [line for line in out.splitlines() if "+ side inputs: scale float32[1,1,4] 16 B" in line]
+    assert len(rows) == 11  # one per valid split (on its row or the row's continuation line)
+
+
+def test_long_names_are_elided_in_the_middle_and_pipes_close_quietly(saved, monkeypatch) -> None:
+    import os
+    import sys
+
+    from orchestrator.commands.inspect import elide, wrap_parts
+
+    assert len(elide("x" * 300, 40)) == 40 and elide("short", 40) == "short"
+    assert elide("backbone/stage3/conv_12", 11) == "backb…nv_12"
+    assert wrap_parts("2 maps:", ["aaaa", "bbbb", "cccc"], 12) == ["2 maps: aaaa;", "bbbb; cccc"]
+    # `inspect --json | head -1`: the reader has left; writing fails with EPIPE, which
+    # ends the command quietly with 0 instead of a BrokenPipeError traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    closed = open(write_end, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", closed)
+    try:
+        assert main(["inspect", str(saved["chain"]), "--json"]) == 0
+    finally:
+        monkeypatch.undo()
+        closed.close()
 
 
 def test_json_valid_only(saved, capsys) -> None:

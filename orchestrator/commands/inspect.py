@@ -73,6 +73,21 @@ def elide(text: str, width: int) -> str:
     return text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2 :]
 
 
+def wrap_parts(first: str, parts: list[str], width: int) -> list[str]:
+    """``first`` and then ``parts`` joined by "; " into lines of at most ``width``
+    characters; a part longer than a line is elided in its middle."""
+    lines = [first]
+    for part in parts:
+        part = elide(part, width)
+        joined = f"{lines[-1]} {part}" if lines[-1] == first else f"{lines[-1]}; {part}"
+        if len(joined) <= width:
+            lines[-1] = joined
+        else:
+            lines[-1] += ";" if lines[-1] != first else ""
+            lines.append(part)
+    return lines
+
+
 def _tensor_text(info: TensorInfo) -> str:
     return f"{info.name} {info.describe()} {human_bytes(info.nbytes)}"
 
@@ -240,15 +255,18 @@ def run(args: argparse.Namespace) -> int:
     room = max(20, WIDTH - len(head))
     out.write(head + elide("what crosses: cut tensors", room) + "\n")
     for p in rows:
-        tensors = "; ".join(_tensor_text(t) for t in p.tensors)
+        parts = [_tensor_text(t) for t in p.tensors]
         if p.side_inputs:
-            tensors += "  + side inputs: " + "; ".join(_tensor_text(t) for t in p.side_inputs)
+            parts.append("+ side inputs: " + "; ".join(_tensor_text(t) for t in p.side_inputs))
         mark = "yes" if p.valid else "no "
         total = human_bytes(p.total_bytes) + ("*" if p.measured else " ")
+        lines = wrap_parts(f"{kinds_text(p)}:", parts, room - 2)
         out.write(
             f"{p.split:>6}  {elide(p.op_type, op_w):<{op_w}}  {elide(p.node_name, name_w):<{name_w}}  {p.branches:>8}  "
-            f"{total:>11}  {mark}    {elide(f'{kinds_text(p)}: {tensors}', room - 2)}\n"
+            f"{total:>11}  {mark}    {lines[0]}\n"
         )
+        for more in lines[1:]:  # further cut tensors under the first, never past WIDTH
+            out.write(" " * (len(head) + 2) + more + "\n")
     out.write(f"\n{len(valid)} valid split points of {graph.num_nodes}: {format_ranges(valid)}\n")
     invalid = [p for p in points if not p.valid]
     for p in invalid[:10]:
