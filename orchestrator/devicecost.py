@@ -53,7 +53,12 @@ def measure_heads(
 
     graph = SplitGraph(bytes(model_bytes), input_shapes=input_shapes)
     adapter_obj = detectors.adapter(adapter, dict(adapter_settings))
-    feeds = [dict(adapter_obj.preprocess(decode_image(img, name=f"sample image {i}")).feeds) for i, img in enumerate(images)]
+    feeds = []
+    for i, img in enumerate(images):
+        try:
+            feeds.append(dict(adapter_obj.preprocess(decode_image(img, name=f"sample image {i}")).feeds))
+        except Exception:  # noqa: BLE001 - an image that cannot be decoded is not measured on
+            continue
     rows = []
     for split, node in splits.items():
         row: dict[str, Any] = {"split": int(split), "variant_split": int(node), "n_images": len(feeds),
@@ -64,6 +69,8 @@ def measure_heads(
             names = {i.name for i in head.graph.input}
             times = [measure_latency(data, {k: v for k, v in f.items() if k in names}, threads=threads, repeats=repeats)
                      for f in feeds]
+            if not times:
+                raise ValueError("none of the sample images could be decoded")
             row.update(head_only_s=statistics.median(times), head_only_s_min=min(times), head_only_s_max=max(times),
                        head_params=count_params(head).params)
         except Exception as exc:  # noqa: BLE001 - one split's head failing leaves the others measured
@@ -98,7 +105,14 @@ def measure_sweep(plan, store, variants: Mapping[str, Any], *, threads: int = 1,
     records = list(plan.records)[:SAMPLE_IMAGES]
     if not records:
         return
-    images = [plan.dataset.image_bytes(r) for r in records]
+    images = []
+    for r in records:
+        try:
+            images.append(plan.dataset.image_bytes(r))
+        except Exception:  # noqa: BLE001 - a missing or unreadable image: its tasks fail on their own
+            continue
+    if not images:
+        return
     jobs = {}
     for m in plan.models:
         for v in m.variants:
@@ -121,8 +135,17 @@ def measure_sweep(plan, store, variants: Mapping[str, Any], *, threads: int = 1,
         out.write(f"device cost: head-only latency of {len(jobs)} model variant(s) on {len(images)} image(s)\n")
     rows = []
     for (model, variant), ref in jobs.items():
-        for row in ray.get(ref):
+        try:
+            measured = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - the device's cost is extra: it never stops a sweep
+            if out is not None:
+                out.write(f"warning: device cost of {model}/{variant} not measured: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}\n")
+            continue
+        for row in measured:
             rows.append({"model": model, "variant": variant, **row})
+    if not rows:
+        return
     table = pd.DataFrame(rows, columns=list(DEVICE_COLUMNS))
     if stored is not None:
         keep = ~stored.set_index(["model", "variant"]).index.isin(list(jobs))
