@@ -124,8 +124,8 @@ def test_dashboard_in_headless_chromium(server):
             page.get_by_text("Auto-refresh the overview").click()  # off again: nothing moves under the screenshots
 
             page.get_by_role("tab", name="Rate–accuracy").click()
-            page.get_by_text("AP against coded bytes").first.wait_for(timeout=60_000)
-            _wait_for_charts(page, 2)
+            page.get_by_text("AP against bits per pixel").first.wait_for(timeout=60_000)
+            _wait_for_charts(page, 1)
             _no_exception(page)
             page.wait_for_timeout(500)  # let Vega finish painting before the picture
             shot = tmp / "curves.png"
