@@ -23,6 +23,9 @@ __all__ = [
     "ModelSpec",
     "SplitRange",
     "ExecutionSpec",
+    "SearchGoal",
+    "SearchTarget",
+    "SearchSpec",
     "load_spec",
     "parse_spec",
     "is_uri",
@@ -202,6 +205,54 @@ class ExecutionSpec(_Frozen):
         return value
 
 
+class SearchGoal(_Frozen):
+    """What a setting must reach: `within` AP points of a reference, or at most `bpp` bits per pixel."""
+
+    within: float | None = Field(
+        default=None, ge=0, description="AP points a setting may lose against `of` (the paired-bootstrap ΔAP decides)"
+    )
+    of: Literal["unsplit", "remote"] = Field(
+        default="unsplit",
+        description="within's reference: unsplit (the uncompressed model) or remote (the remote-inference anchor "
+        "curve, interpolated at the setting's rate)",
+    )
+    bpp: float | None = Field(default=None, gt=0, description="a rate budget: the most accurate setting at or under it")
+    metric: Literal["ap", "ap50", "ap75"] = Field(default="ap", description="the accuracy the goal is stated in")
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> SearchGoal:
+        if (self.within is None) == (self.bpp is None):
+            raise ValueError("give exactly one of `within` (AP points) or `bpp` (rate budget)")
+        return self
+
+
+class SearchTarget(_Frozen):
+    """One searched axis: a codec's ordered parameter, per (model, variant, split) it applies to."""
+
+    codec: str = Field(description="a codec listed under `codecs` with at least two values of its ordered parameter")
+    param: str | None = Field(
+        default=None, description="the ordered parameter (default: qp for nncodec / hevc, bits for uniform, quality "
+        "for jpeg / webp / avif)",
+    )
+    range: list[float] | None = Field(
+        default=None, min_length=2, max_length=2, description="[low, high]: only the `codecs` values inside it"
+    )
+    goal: SearchGoal = Field(description="{within: 0.5} AP points of the unsplit model, {within: 0.5, of: remote}, or {bpp: 0.3}")
+    models: list[str] | None = Field(default=None, description="only these models (default: all)")
+    variants: list[str] | None = Field(default=None, description="only these variant labels (default: all)")
+
+
+class SearchSpec(_Frozen):
+    """Adaptive search instead of the full grid: bisection over each target's ordered parameter,
+    on a subset of images first, widened to all images for the final candidates."""
+
+    targets: list[SearchTarget] = Field(min_length=1, description="the searched codecs and their goals")
+    subset: int = Field(default=4, ge=1, description="images in the first stage (then doubled up to all)")
+    level: float = Field(default=0.95, gt=0, lt=1, description="confidence level of the paired-bootstrap intervals")
+    resamples: int = Field(default=1000, ge=100, description="bootstrap resamples per interval")
+    seed: int = Field(default=0, description="seed of the image order and of the resamples")
+
+
 class Spec(_Frozen):
     """A whole sweep. `file` is where it was read from (for messages and relative paths)."""
 
@@ -215,6 +266,9 @@ class Spec(_Frozen):
         "and such one-key mappings"
     )
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description="how the sweep runs")
+    search: SearchSpec | None = Field(
+        default=None, description="adaptive search: the cheapest setting per split meeting a goal, with a fraction of the grid"
+    )
     file: str | None = None
     text: str | None = None
 
@@ -256,6 +310,19 @@ class Spec(_Frozen):
     @property
     def output_location(self) -> str:
         return self.resolve(self.output)
+
+    def where(self, *path: str | int) -> str | None:
+        """``file:line`` of a key path in the spec's text (the file alone when it is not found)."""
+        if not self.file or not self.text:
+            return self.file
+        try:
+            lines = _line_map(yaml.compose(self.text))
+        except yaml.YAMLError:
+            return self.file
+        for n in range(len(path), -1, -1):
+            if tuple(path[:n]) in lines:
+                return f"{self.file}:{lines[tuple(path[:n])]}"
+        return self.file
 
     def codec_entries(self) -> list[tuple[str, dict[str, Any], str]]:
         """(codec name, settings with lists, key path for messages) in spec order."""

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.errors import SpecError
@@ -51,6 +52,7 @@ class SweepResult:
     stats: ExecutionStats
     variants: dict[str, VariantBuild] = field(default_factory=dict)
     planned: pa.Array | None = None  # task ids of the (final) plan
+    search: dict | None = None  # the adaptive search's summary (search.json) when the spec has `search:`
 
 
 def evaluation_mode(spec: Spec, plan: Plan) -> str:
@@ -131,9 +133,14 @@ def run_sweep(spec: Spec, options: SweepOptions = SweepOptions()) -> SweepResult
                                   out=out)
         write_plan(store, plan, lease=lease)
 
-        stats = _execute(plan, store, payloads, variants, workers=workers, lease=lease, options=options, out=out)
+        if spec.search is not None:
+            stats, search = _search(plan, store, payloads, variants, mode=mode, workers=workers, lease=lease,
+                                    options=options, out=out)
+        else:
+            stats = _execute(plan, store, payloads, variants, workers=workers, lease=lease, options=options, out=out)
+            search = None
         state = plan.state(store.stored_tasks())
-        return SweepResult(store.location, plan.counts(state), stats.skipped, stats, variants, plan.task_ids)
+        return SweepResult(store.location, plan.counts(state), stats.skipped, stats, variants, plan.task_ids, search)
     finally:
         try:
             if started:
@@ -152,22 +159,25 @@ class _RunStats(ExecutionStats):
 
 
 def _execute(plan: Plan, store: ResultsStore, payloads, variants, *, workers, lease: Lease, options: SweepOptions,
-             out) -> _RunStats:
+             out, only: np.ndarray | None = None) -> _RunStats:
     """Run what is not stored yet. Rows are published only while `lease` is ours: when
     another driver takes it, the writer raises LeaseLostError, which stops dispatching
     (run_units kills the workers) and reaches the CLI (exit 4)."""
     spec = plan.spec
     hashes = [plan.dataset.content_hash(r) for r in plan.records]
     done, changed = plan.resume(store.stored_tasks(), image_hashes=hashes, retry_failed=options.retry_failed)
+    if only is not None:  # a subset of the plan (adaptive-search rounds): the rest is not run now
+        done, changed = done | ~only, changed & only
     writer = store.writer(run=lease.run, flush_seconds=spec.execution.flush_seconds, lease=lease)
     units = [*plan.units(skip=done, chunk_tasks=spec.execution.chunk_tasks), *plan.sequence_units(skip=done)]
-    skipped = int(done.sum())
+    skipped = int(done.sum()) if only is None else int((done & only).sum())
     if changed.any():
         images = len(np.unique(plan.image_index()[changed]))
         out.write(f"resume: {int(changed.sum())} stored tasks of {images} image(s) whose content changed since they "
                   "ran are run again\n")
     if skipped:
-        out.write(f"resume: {skipped} of {plan.size} tasks already stored, {plan.size - skipped} to run\n")
+        total = plan.size if only is None else int(only.sum())
+        out.write(f"resume: {skipped} of {total} tasks already stored, {total - skipped} to run\n")
     # Tasks of a variant that could not be built are stored as failed, with its reason.
     failed = [u for u in units if (build := variants.get(_payload_key(u.model, u.variant))) is not None and build.error]
     for unit in failed:
@@ -263,6 +273,28 @@ def write_plan(store: ResultsStore, plan: Plan, *, lease: Lease | None = None) -
         lease.verify()
     store.write_bytes(PLAN_FILE, buf.getvalue())
     return True
+
+
+def _search(plan: Plan, store: ResultsStore, payloads, variants, *, mode, workers, lease, options, out):
+    """The adaptive search (orchestrator.search): rounds of ordinary task execution, each a
+    subset of the grid's own tasks, until every target has its setting."""
+    from .search import run_search
+
+    total = _RunStats()
+
+    def execute(tasks) -> None:
+        ids = pa.array([t.task_id for t in tasks], pa.string())
+        only = pc.is_in(plan.task_ids, value_set=ids).to_numpy(zero_copy_only=False)
+        stats = _execute(plan, store, payloads, variants, workers=workers, lease=lease, options=options, out=out,
+                         only=only)
+        for name in ("units", "rows_ok", "rows_failed", "lost_workers", "retried_units", "seconds", "worker_busy_s"):
+            setattr(total, name, getattr(total, name) + getattr(stats, name))
+        total.interrupted = total.interrupted or stats.interrupted
+        total.workers = sorted(set(total.workers) | set(stats.workers))
+
+    result = run_search(plan, store, execute=execute, mode=mode, threshold=plan.spec.evaluation.score_threshold,
+                        lease=lease, out=out)
+    return total, result.summary
 
 
 def _payload_key(model: str, variant: str) -> str:

@@ -19,6 +19,16 @@ def run(args) -> int:
     spec = load_spec(args.spec)
     result = run_sweep(spec, SweepOptions(address=args.address, workers=args.workers, retry_failed=args.retry_failed))
     c = result.plan_counts
+    if result.search is not None:
+        from orchestrator.search import format_search
+
+        print(format_search(result.search))
+        print(
+            f"sweep {spec.sweep} (adaptive search, {result.search['state']}): {c['ok']} ok, {c['failed']} failed of "
+            f"{c['tasks']} grid tasks ({result.stats.rows_ok + result.stats.rows_failed} run now in "
+            f"{result.stats.seconds:.1f} s) → {result.location}"
+        )
+        return finished_code(result) if result.search["state"] != "done" else 0
     print(
         f"sweep {spec.sweep}: {c['ok']} ok, {c['failed']} failed, {c['remaining']} remaining of {c['tasks']} tasks "
         f"({result.stats.rows_ok + result.stats.rows_failed} run now in {result.stats.seconds:.1f} s) → {result.location}"

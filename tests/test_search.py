@@ -1,0 +1,189 @@
+"""Adaptive search: bisection on synthetic rate–accuracy curves picks what the grid picks with
+fewer tasks, says so and falls back to the grid where a curve is not monotone, and a killed
+search on a real sweep resumes from its stored rows."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from orchestrator.intervals import paired_delta
+from orchestrator.plan import BASELINE
+from orchestrator.search import Evidence, Need, Outcome, Target, image_order, replay, stages
+from orchestrator.spec import SearchGoal, SearchSpec, SearchTarget
+from tasks import codecs
+from tasks.metrics import COCO_CATEGORIES, GroundTruth, coco_categories
+from tasks.rows import Detections
+from tasks.work import NO_SPLIT
+
+CATS = [c.id for c in COCO_CATEGORIES[:3]]
+QPS = [-38, -26, -18, -14, -10, -6, -4, 0]
+N_IMAGES = 16
+
+
+def _world(seed: int = 0):
+    """Ground truth (2–4 boxes an image) and, per image, base boxes and noise that every
+    setting shares, so settings differ only by how much distortion they add."""
+    rng = np.random.default_rng(seed)
+    images, anns, base = [], [], {}
+    for i in range(1, N_IMAGES + 1):
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 320, "height": 240})
+        boxes, cats = [], []
+        for _ in range(rng.integers(2, 5)):
+            w, h = rng.uniform(30, 120, 2)
+            x, y = rng.uniform(0, 320 - w), rng.uniform(0, 240 - h)
+            cat = int(rng.choice(CATS))
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat, "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": 0})
+            boxes.append([x, y, w, h])
+            cats.append(cat)
+        base[i] = (np.asarray(boxes, np.float32), np.asarray(cats, np.int32), rng.normal(0, 1, (len(boxes), 4)),
+                   rng.uniform(0.5, 1.0, len(boxes)), rng.random(len(boxes)))
+    gt = GroundTruth.from_dict({"images": images, "annotations": anns, "categories": coco_categories(COCO_CATEGORIES[:3])})
+    return gt, base
+
+
+def _detections(base, distortion: float) -> dict[int, Detections]:
+    """Boxes jittered by ``distortion`` (pixels of noise) and missed when the image's draw
+    falls below it: AP falls steadily as distortion grows."""
+    out = {}
+    for i, (boxes, cats, noise, scores, draw) in base.items():
+        keep = draw >= distortion / 40.0
+        b = boxes[keep] + (1.0 + distortion) * noise[keep]
+        out[i] = Detections(b.astype(np.float32), scores[keep].astype(np.float32), cats[keep])
+    return out
+
+
+class Curve:
+    """A synthetic sweep: per QP a distortion (→ detections) and coded bytes; rows appear
+    only when the search asks for them, and every task it runs is counted."""
+
+    def __init__(self, distortions, *, coded=None, goal=None, seed=0):
+        self.gt, self.base = _world(seed)
+        self.settings = tuple(codecs.setting("nncodec", {"qp": q}) for q in QPS)
+        self.dets = {s: _detections(self.base, d) for s, d in zip(self.settings, distortions)}
+        self.coded = dict(zip(self.settings, coded or [100_000 // (k + 1) for k in range(len(QPS))]))
+        self.target = Target("m", "fp32", 20, "nncodec", "qp", self.settings, goal or SearchGoal(within=1.0))
+        self.rows: dict = {}
+        none = _none()
+        for i in self.base:
+            self.rows[("m", "fp32", NO_SPLIT, none, i)] = (_detections(self.base, 0.0)[i], 0)
+        self.ran = Counter()
+
+    def run(self, need: Need) -> None:
+        for i in need.image_ids:
+            key = (need.model, need.variant, need.split, need.setting, i)
+            assert key not in self.rows, "the search asked for a row it already has"
+            self.rows[key] = (self.dets[need.setting][i], self.coded[need.setting])
+            self.ran[need.setting.params["qp"]] += 1
+
+    def evidence(self) -> Evidence:
+        return Evidence(rows=dict(self.rows), pixels={i: 320 * 240 for i in self.base}, gt=self.gt)
+
+    def search(self, cfg: SearchSpec, *, stop_after: int | None = None) -> Outcome | None:
+        order = image_order(list(self.base), cfg.seed)
+        rounds = 0
+        while True:
+            step = replay(self.target, self.evidence(), order, cfg)
+            if isinstance(step, Outcome):
+                return step
+            if stop_after is not None and rounds == stop_after:
+                return None
+            self.run(step)
+            rounds += 1
+
+    def grid_choice(self, within: float) -> tuple[int | None, list[float]]:
+        """What the exhaustive grid picks: the cheapest QP whose ΔAP on all images ≥ -within."""
+        base = _detections(self.base, 0.0)
+        deltas = [paired_delta(self.gt, self.dets[s], base, resamples=100).estimate for s in self.settings]
+        passing = [q for q, d in zip(QPS, deltas) if d >= -within]
+        return (max(passing) if passing else None), deltas
+
+
+def _none():
+    return BASELINE
+
+
+CFG = SearchSpec(targets=[SearchTarget(codec="nncodec", goal=SearchGoal(within=1.0))], subset=4, resamples=100)
+
+
+def test_stages_double_up_to_all_images():
+    assert stages(24, 4) == [4, 8, 16, 24]
+    assert stages(16, 4) == [4, 8, 16]
+    assert stages(14, 4) == [4, 8, 14]
+    assert stages(3, 4) == [3]
+
+
+@pytest.mark.parametrize("distortions", [
+    [0, 0.2, 0.5, 1, 2, 4, 8, 16],  # passes up to the middle
+    [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],  # every setting passes: the cheapest is chosen
+    [6, 8, 10, 12, 14, 16, 18, 20],  # none passes
+])
+def test_monotone_curve_picks_the_grids_setting_with_fewer_tasks(distortions):
+    curve = Curve(distortions)
+    outcome = curve.search(CFG)
+    grid, deltas = curve.grid_choice(1.0)
+    assert outcome.chosen == grid, (deltas, outcome.probes)
+    assert not outcome.fallback
+    assert outcome.tasks == sum(curve.ran.values())  # every row it read, it asked for
+    assert outcome.tasks < outcome.grid_tasks / 2 == len(QPS) * N_IMAGES / 2
+    if grid is not None:
+        # the chosen setting was widened to all images; its interval is reported
+        assert outcome.probe.images == N_IMAGES and curve.ran[grid] == N_IMAGES
+        assert outcome.probe.low <= outcome.probe.estimate <= outcome.probe.high
+        assert outcome.probe.estimate == pytest.approx(deltas[QPS.index(grid)], abs=1e-9)
+    else:
+        assert outcome.note == "no setting meets the goal"
+
+
+def test_a_setting_failing_on_the_subset_stops_early():
+    curve = Curve([0, 0.2, 0.5, 1, 8, 12, 16, 20])
+    outcome = curve.search(CFG)
+    early = [p for p in outcome.probes if p.decision == "fail" and p.images < N_IMAGES]
+    assert early and all(p.high < -1.0 for p in early)  # its interval excluded the goal
+    assert all(curve.ran[p.value] == p.images for p in early)
+
+
+def test_non_monotone_curve_says_so_and_falls_back_to_the_grid():
+    # QP -14 (the first probe) fails; QP -26, probed next, is far worse still although it is
+    # the more expensive setting: bisection's assumption is visibly broken, and the grid
+    # finds cheaper settings that pass.
+    curve = Curve([0, 16, 0.01, 4, 0.02, 0.03, 0.04, 0.05])
+    outcome = curve.search(CFG)
+    grid, deltas = curve.grid_choice(1.0)
+    assert outcome.fallback
+    assert "assumption does not hold" in outcome.note and "qp=-26" in outcome.note, outcome.note
+    assert outcome.chosen == grid and grid > -14, deltas
+    assert all(curve.ran[q] == N_IMAGES for q in QPS)  # the grid for this target
+
+
+def test_bytes_not_falling_with_qp_is_a_violation_too():
+    coded = [1000, 900, 800, 700, 600, 500, 400, 300]
+    coded[3] = 2000  # QP -14 codes more than QP -38
+    curve = Curve([0, 0.2, 0.5, 1, 2, 4, 8, 16], coded=coded)
+    outcome = curve.search(CFG)
+    assert outcome.fallback and "codes more bytes" in outcome.note
+
+
+def test_rate_budget_picks_the_most_accurate_setting_that_fits():
+    coded = [8000, 5000, 3000, 2000, 1500, 1000, 700, 500]  # bytes per image of 320×240
+    budget = 8 * 1800 / (320 * 240)
+    curve = Curve([0, 0.2, 0.5, 1, 2, 4, 8, 16], coded=coded, goal=SearchGoal(bpp=budget))
+    outcome = curve.search(CFG)
+    assert outcome.chosen == -10  # 1500 B fits, 2000 B does not
+    assert outcome.tasks < outcome.grid_tasks
+
+
+def test_a_killed_search_resumes_from_its_rows_and_runs_nothing_twice():
+    distortions = [0, 0.2, 0.5, 1, 2, 4, 8, 16]
+    whole = Curve(distortions)
+    expected = whole.search(CFG)
+    killed = Curve(distortions)
+    assert killed.search(CFG, stop_after=2) is None  # "killed" after two rounds
+    done_before = sum(killed.ran.values())
+    assert 0 < done_before < expected.tasks
+    resumed = killed.search(CFG)  # a new search on the same rows (Curve.run asserts no row twice)
+    assert resumed.chosen == expected.chosen and resumed.tasks == expected.tasks
+    assert killed.ran == whole.ran
