@@ -56,6 +56,7 @@ __all__ = [
     "Need",
     "targets_for",
     "replay",
+    "read_search",
     "search_frame",
     "format_search",
 ]
@@ -484,6 +485,13 @@ def outcome_record(outcome: Outcome) -> dict[str, Any]:
 
 def _finite(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def read_search(store) -> dict[str, Any] | None:
+    """search.json of a results location, or None where no search ran there."""
+    if not store.exists(SEARCH_FILE):
+        return None
+    return store.read_json(SEARCH_FILE)
 
 
 def search_frame(summary: Mapping[str, Any] | None) -> pd.DataFrame:

@@ -350,7 +350,14 @@ class ResultsStore:
         return max(runs, default=0) + 1
 
     def writer(self, *, run: int, flush_seconds: float = 5.0, flush_rows: int = 5000, lease: Lease | None = None) -> PartWriter:
-        return PartWriter(self, run=run, flush_seconds=flush_seconds, flush_rows=flush_rows, lease=lease)
+        writer = PartWriter(self, run=run, flush_seconds=flush_seconds, flush_rows=flush_rows, lease=lease)
+        # A run may execute in several steps (image selection, adaptive-search rounds), each
+        # with its own writer: number on after this run's parts so a step never replaces another's.
+        selector = pafs.FileSelector(self.path(ROWS_DIR), allow_not_found=True)
+        seqs = [int(m.group(2)) for i in self._loc.fs.get_file_info(selector)
+                if (m := _PART.match(i.base_name)) and int(m.group(1)) == run]
+        writer._seq = max(seqs, default=0)
+        return writer
 
     def read_rows(self, columns: Sequence[str] | None = None, *, filter: ds.Expression | None = None) -> pa.Table:
         """The named columns of every readable row (re-run tasks appear more than once;

@@ -4,7 +4,13 @@ search on a real sweep resumes from its stored rows."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +24,7 @@ from tasks.metrics import COCO_CATEGORIES, GroundTruth, coco_categories
 from tasks.rows import Detections
 from tasks.work import NO_SPLIT
 
+ROOT = Path(__file__).resolve().parent.parent
 CATS = [c.id for c in COCO_CATEGORIES[:3]]
 QPS = [-38, -26, -18, -14, -10, -6, -4, 0]
 N_IMAGES = 16
@@ -187,3 +194,117 @@ def test_a_killed_search_resumes_from_its_rows_and_runs_nothing_twice():
     resumed = killed.search(CFG)  # a new search on the same rows (Curve.run asserts no row twice)
     assert resumed.chosen == expected.chosen and resumed.tasks == expected.tasks
     assert killed.ran == whole.ran
+
+
+# ----------------------------------------------------------------------------- real sweeps
+
+SEARCH = """search:
+  subset: 2
+  resamples: 200
+  targets:
+    - {codec: nncodec, goal: {within: 2.0}}
+"""
+QP_CODECS = "  nncodec: {qp: [-30, -26, -22, -18, -14, -10, -6, -2]}\n"
+
+
+def _tiny_search_spec(tmp_path, name: str, *, size: int = 64, extra: str = ""):
+    from tests.tinydet import tiny_detector, write_coco_folder, write_spec
+
+    model = tmp_path / "tinydet.onnx"
+    if not model.exists():
+        model.write_bytes(tiny_detector(size=size).SerializeToString())
+    images, annotations = write_coco_folder(tmp_path / "data", n_images=8)
+    return write_spec(tmp_path, model=model, images=images, annotations=annotations,
+                      output=tmp_path / name, codecs=QP_CODECS, splits="[3, 9]", size=size, name=f"{name}.yaml",
+                      extra=SEARCH + extra)
+
+
+def test_spec_errors_name_file_line_key_and_allowed(tmp_path):
+    from orchestrator.plan import build_plan
+    from orchestrator.search import targets_for
+    from orchestrator.spec import load_spec
+    from tasks.errors import SpecError
+
+    path = _tiny_search_spec(tmp_path, "bad")
+    path.write_text(path.read_text().replace("{codec: nncodec,", "{codec: uniform,"))
+    spec = load_spec(path)
+    with pytest.raises(SpecError) as info:
+        targets_for(build_plan(spec), spec.search)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "codec: uniform" in text)
+    assert str(info.value).startswith(f"{path}:{line}: search.targets[0].codec: codec 'uniform' is not under `codecs`")
+    assert "allowed: nncodec" in str(info.value)
+    path.write_text(path.read_text().replace("goal: {within: 2.0}", "goal: {within: 2.0, bpp: 1}"))
+    with pytest.raises(SpecError, match=r"search\.targets\[0\]\.goal: give exactly one of"):
+        load_spec(path)
+
+
+def test_search_on_a_real_sweep_stores_grid_rows_and_a_summary(tmp_path):
+    """Real Ray, real NNCodec: the rows are the grid's own tasks, and a grid run afterwards
+    re-uses every one of them."""
+    import json
+
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import load_spec
+    from orchestrator.store import ResultsStore
+
+    path = _tiny_search_spec(tmp_path, "res")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    run = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(path)], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Adaptive search (done)" in run.stdout and "search round 1:" in run.stderr
+    summary = json.loads((tmp_path / "res" / "search.json").read_text())
+    plan = build_plan(load_spec(path))
+    ids = ResultsStore(str(tmp_path / "res")).read_rows(["task_id"])["task_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == summary["tasks_run"] < len(plan.tasks)
+    assert set(ids) <= {t.task_id for t in plan.tasks}
+    assert [t["split"] for t in summary["targets"]] == [3, 9]
+    for t in summary["targets"]:
+        assert t["chosen"] is None or t["chosen"] in t["values"]
+        assert t["tasks"] < t["grid_tasks"] == 8 * 8
+    # The report shows the search section.
+    report = subprocess.run([sys.executable, "-m", "orchestrator", "report", str(tmp_path / "res")], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0 and "Adaptive search (done)" in report.stdout, report.stderr[-2000:]
+    # The grid afterwards re-uses every stored row.
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(path.read_text().split("search:")[0])
+    full = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(grid)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert f"resume: {len(ids)} of {len(plan.tasks)} tasks already stored" in full.stderr
+
+
+@pytest.mark.slow
+def test_search_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path):
+    import json
+
+    from orchestrator.store import ResultsStore
+
+    extra = "execution: {workers: 1, flush_seconds: 0.2, chunk_tasks: 2}\n"
+    killed = _tiny_search_spec(tmp_path, "killed", size=160, extra=extra)
+    whole = _tiny_search_spec(tmp_path, "whole", size=160, extra=extra)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", str(killed)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    store = ResultsStore(str(tmp_path / "killed"))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        summary = store.read_json("search.json") if store.exists("search.json") else None
+        if summary and summary["tasks_run"] > summary["baseline_tasks"] and len(store.part_files()) >= 3:
+            break  # the search is past its baseline, in the middle of probing
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(store.read_rows(["task_id"]))
+    resumed = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(killed)], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    subprocess.run([sys.executable, "-m", "orchestrator", "run", str(whole)], env=env, check=True,
+                   capture_output=True, timeout=600)
+    a = json.loads((tmp_path / "killed" / "search.json").read_text())
+    b = json.loads((tmp_path / "whole" / "search.json").read_text())
+    assert a["targets"] == b["targets"] and a["tasks_run"] == b["tasks_run"]
+    ids = store.read_rows(["task_id"])["task_id"].to_pylist()
+    assert 0 < partial < len(ids) == len(set(ids)) == a["tasks_run"]  # nothing run twice, nothing lost

@@ -42,6 +42,19 @@ def test_parts_are_numbered_per_run_and_read_back(store):
     assert store.next_run() == 2
 
 
+def test_a_second_writer_of_one_run_numbers_on_and_replaces_nothing(store):
+    # image selection and adaptive-search rounds execute a run in steps, a writer each
+    run = store.next_run()
+    first = store.writer(run=run, flush_seconds=3600)
+    first.add([row("a")])
+    first.close()
+    second = store.writer(run=run, flush_seconds=3600)
+    second.add([row("b")])
+    second.close()
+    assert [os.path.basename(p) for p in store.part_files()] == ["part-r0001-000001.parquet", "part-r0001-000002.parquet"]
+    assert store.task_status() == {"a": "ok", "b": "ok"}
+
+
 def test_flush_by_row_count_and_time(store):
     w = store.writer(run=1, flush_seconds=3600, flush_rows=2)
     w.add([row("a")])

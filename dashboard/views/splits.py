@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from .. import charts
-from . import ViewContext, no_configs, split_names
+from . import ViewContext, no_configs, search, split_names
 
 __all__ = ["TITLE", "render"]
 
@@ -15,6 +15,7 @@ _ALL = "all settings (mean per codec)"
 
 
 def render(ctx: ViewContext) -> None:
+    search.render(ctx)  # the adaptive search's chosen setting per split, where one ran
     if no_configs(ctx):
         return
     shown = ctx.shown

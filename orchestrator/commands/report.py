@@ -92,6 +92,7 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.results import open_results, plan_scope
+    from orchestrator.search import format_search, read_search
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     frame_rate = open_results(args.results).meta.frame_rate
     if args.cttc:
         return _print_cttc(args, result.table, frame_rate)
+    search = read_search(open_results(args.results))
     table = with_device_cost(with_rates(report_fronts(result.table), frame_rate), args.results)
     metric = args.metric or default_metric(args.results)
     bd, reason = bd_for(table, anchor=args.anchor, rate=args.rate, metric=metric, fit=args.fit)
@@ -139,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
             "bd_fit": args.fit,
             "bd_reason": reason,
         }
+        if search:
+            payload["search"] = search
         if cheapest is not None:
             columns = ["model", "variant", "split", "codec", "setting", "coded_bytes", "ap", "delta_ap",
                        "delta_ap_low", "delta_ap_high", "note"]
@@ -149,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_tables(out, table, bd, cheapest, within=args.within, rate=args.rate, metric=metric, fit=args.fit,
                       reason=reason)
+        if search:
+            out.write("\n" + format_search(search) + "\n")
     print(
         f"splitsweep: {result.configs} configurations, {result.rescored} re-scored"
         + (f"; saved {result.path}" if result.path else ""),

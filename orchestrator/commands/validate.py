@@ -16,6 +16,12 @@ def run(args) -> int:
     spec = load_spec(args.spec)
     plan = build_plan(spec)
     counts = plan.counts()
+    search = ""
+    if spec.search is not None:
+        from orchestrator.search import targets_for
+
+        targets = targets_for(plan, spec.search)
+        search = f"; adaptive search over {len(targets)} (model, variant, split, codec) line(s)"
     problems = plan.dataset.problems()
     for file, reason in problems:
         print(f"splitsweep: warning: {file}: {reason} (its tasks will fail; the others run)", file=sys.stderr)
@@ -27,5 +33,6 @@ def run(args) -> int:
         f"{len(plan.settings)} codec setting(s), "
         f"{len(plan.records)} image(s): {counts['tasks']} tasks in {counts['units']} work units"
         + (f"; {len(problems)} image(s) unreadable" if problems else "")
+        + search
     )
     return 0
