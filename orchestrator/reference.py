@@ -12,7 +12,18 @@ from tasks import codecs, detectors, variants
 from tasks.registry import Field
 
 from .cli import COMMANDS
-from .spec import DatasetSpec, EvaluationSpec, ExecutionSpec, ModelSpec, SelectSpec, Spec, SplitRange
+from .spec import (
+    DatasetSpec,
+    EvaluationSpec,
+    ExecutionSpec,
+    ModelSpec,
+    SearchGoal,
+    SearchSpec,
+    SearchTarget,
+    SelectSpec,
+    Spec,
+    SplitRange,
+)
 
 __all__ = ["render_reference"]
 
@@ -24,6 +35,9 @@ _SPEC_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("models[]", ModelSpec),
     ("models[].splits as a range", SplitRange),
     ("execution", ExecutionSpec),
+    ("search", SearchSpec),
+    ("search.targets[]", SearchTarget),
+    ("search.targets[].goal", SearchGoal),
 ]
 
 
