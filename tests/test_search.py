@@ -238,6 +238,7 @@ def test_spec_errors_name_file_line_key_and_allowed(tmp_path):
         load_spec(path)
 
 
+@pytest.mark.slow
 def test_search_on_a_real_sweep_stores_grid_rows_and_a_summary(tmp_path):
     """Real Ray, real NNCodec: the rows are the grid's own tasks, and a grid run afterwards
     re-uses every one of them."""
@@ -261,7 +262,8 @@ def test_search_on_a_real_sweep_stores_grid_rows_and_a_summary(tmp_path):
     assert [t["split"] for t in summary["targets"]] == [3, 9]
     for t in summary["targets"]:
         assert t["chosen"] is None or t["chosen"] in t["values"]
-        assert t["tasks"] < t["grid_tasks"] == 8 * 8
+        assert t["grid_tasks"] == 8 * 8
+        assert t["tasks"] < t["grid_tasks"] or t["fallback"], t  # the grid only where bisection cannot be trusted
     # The report shows the search section.
     report = subprocess.run([sys.executable, "-m", "orchestrator", "report", str(tmp_path / "res")], env=env,
                             capture_output=True, text=True, timeout=600)
