@@ -24,6 +24,7 @@ __all__ = [
     "GROUND_TRUTH_FILE",
     "VARIANTS_DIR",
     "PLAN_FILE",
+    "SEARCH_FILE",
     "VARIANT_TABLE",
     "SPLIT_TABLE",
     "DEVICE_TABLE",
@@ -53,6 +54,7 @@ ROWS_DIR = "rows"  # task rows, part-<run>-<seq>.parquet
 REPORT_DIR = "report"  # per-configuration report parquet files
 VARIANTS_DIR = "variants"  # built model variants and their cost table
 PLAN_FILE = "plan.parquet"  # every task of the latest run's plan (orchestrator.sweep writes it)
+SEARCH_FILE = "search.json"  # the adaptive search's summary (orchestrator.search), rewritten each round
 VARIANT_TABLE = f"{VARIANTS_DIR}/variants.parquet"  # one row per built variant: sizes, MACs, build time
 SPLIT_TABLE = f"{VARIANTS_DIR}/splits.parquet"  # fp32 split → variant node, head / tail MACs
 DEVICE_TABLE = f"{VARIANTS_DIR}/device.parquet"  # head-only latency and head parameters per split (devicecost)

@@ -43,6 +43,7 @@ from tasks.work import INPUT_SPLIT, NO_SPLIT
 
 from .intervals import evaluate_images, interval_from_resamples, paired_delta, resample_counts
 from .plan import BASELINE
+from .schema import SEARCH_FILE
 from .spec import SearchGoal, SearchSpec
 
 __all__ = [
@@ -61,7 +62,6 @@ __all__ = [
     "format_search",
 ]
 
-SEARCH_FILE = "search.json"
 # codec → (ordered parameter, +1 when a larger value codes fewer bytes, -1 when a smaller one does)
 ORDERED_PARAMS: dict[str, tuple[str, int]] = {
     "nncodec": ("qp", +1),

@@ -310,3 +310,26 @@ def test_search_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path):
     assert a["targets"] == b["targets"] and a["tasks_run"] == b["tasks_run"]
     ids = store.read_rows(["task_id"])["task_id"].to_pylist()
     assert 0 < partial < len(ids) == len(set(ids)) == a["tasks_run"]  # nothing run twice, nothing lost
+
+
+def test_report_text_and_dashboard_show_the_chosen_setting_per_split(tmp_path):
+    import json
+
+    from orchestrator.search import format_search
+    from tests.test_dashboard import app, frame_with, make_results, no_exception
+
+    location = make_results(tmp_path / "results")
+    curve = Curve([0, 0.2, 0.5, 1, 2, 4, 8, 16])
+    outcome = curve.search(CFG)
+    from orchestrator.search import summary_record
+
+    summary = summary_record([outcome], [curve.target], tasks_run=outcome.tasks + N_IMAGES,
+                             grid_tasks=outcome.grid_tasks + N_IMAGES, baseline_tasks=N_IMAGES, state="done")
+    (location / "search.json").write_text(json.dumps(summary))
+    text = format_search(summary)
+    assert f"{outcome.tasks + N_IMAGES:,} tasks run of {outcome.grid_tasks + N_IMAGES:,}" in text
+    assert f"qp={outcome.chosen:g}" in text and f"[{outcome.probe.low:+.2f}, {outcome.probe.high:+.2f}]" in text
+    at = no_exception(app(location, "Split points"))
+    table = frame_with(at, "chosen")
+    assert table["chosen"].tolist() == [outcome.chosen] and table["split"].tolist() == ["20"]
+    assert table["tasks run"].tolist() == [outcome.tasks]
