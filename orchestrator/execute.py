@@ -19,7 +19,7 @@ from .progress import Progress
 from .store import PartWriter
 from .worker import ModelPayload, SequencePayload, SweepWorker, UnitPayload, failed_rows
 
-__all__ = ["RayOptions", "connect", "ExecutionStats", "run_units", "cluster_cpus", "spread_units"]
+__all__ = ["RayOptions", "connect", "ExecutionStats", "PoolOptions", "UnitInputs", "run_units", "cluster_cpus", "spread_units"]
 
 log = logging.getLogger(__name__)
 
@@ -141,20 +141,34 @@ class _Slot:
     alive: bool = True
 
 
+@dataclass(frozen=True)
+class PoolOptions:
+    """The worker pool of one run_units call: its size and each worker's settings."""
+
+    workers: int
+    threads: int = 1  # onnxruntime intra-op threads (and Ray CPUs) per worker
+    optimization: str = "exact"
+    memory_mb: float = 400.0
+    max_in_flight: int | None = None  # None: two units per worker
+    retries: int = 2  # times a unit whose worker was lost runs again
+
+
+@dataclass(frozen=True)
+class UnitInputs:
+    """Where a unit's inputs come from: its model payload, its tasks, its image's bytes."""
+
+    payloads: Mapping[str, ModelPayload]
+    unit_payload: Callable[[Any], UnitPayload]
+    image_bytes: Callable[[int], bytes]
+
+
 def run_units(
     units: Sequence,  # plan.WorkUnit
+    inputs: UnitInputs,
     *,
-    payloads: Mapping[str, ModelPayload],
-    unit_payload: Callable[[Any], UnitPayload],
-    image_bytes: Callable[[int], bytes],
+    pool: PoolOptions,
     writer: PartWriter,
     progress: Progress,
-    workers: int,
-    threads: int = 1,
-    optimization: str = "exact",
-    memory_mb: float = 400.0,
-    max_in_flight: int | None = None,
-    retries: int = 2,
     on_rows: Callable[[list[dict]], None] | None = None,
 ) -> ExecutionStats:
     """Run every unit once; rows reach `writer` as units finish.
@@ -163,19 +177,22 @@ def run_units(
     again elsewhere, up to `retries` times; its rows are written only from the one call
     that returned, so nothing is stored twice. After that it is stored as failed.
     """
+    payloads, unit_payload, image_bytes = inputs.payloads, inputs.unit_payload, inputs.image_bytes
+    workers, threads, retries = pool.workers, pool.threads, pool.retries
     import ray
     from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
     actor_cls = ray.remote(SweepWorker)
     options = dict(num_cpus=threads, max_restarts=0, max_concurrency=1)
     per_worker = 2  # one computing, one queued behind it: hides dispatch latency
-    max_in_flight = max_in_flight or per_worker * workers
+    max_in_flight = pool.max_in_flight or per_worker * workers
     units = spread_units(units, workers)
     stats = ExecutionStats(units=len(units))
     start = time.monotonic()
 
     def new_slot() -> _Slot:
-        return _Slot(actor_cls.options(**options).remote(threads=threads, optimization=optimization, memory_mb=memory_mb))
+        return _Slot(actor_cls.options(**options).remote(threads=threads, optimization=pool.optimization,
+                                                           memory_mb=pool.memory_mb))
 
     slots = [new_slot() for _ in range(workers)]
     queue: deque = deque(units)

@@ -343,13 +343,14 @@ def _check_frame_sizes(spec: Spec, models: Sequence[ModelPlan], settings: Sequen
             check_frame_size(shapes, file=spec.file, key=where, where=f"split {split} of model {m.name!r}")
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Plan:
     """Every task of a sweep in a deterministic order, and their grouping into work units.
 
     Tasks are kept as columns (task ids in one Arrow array, the rest derived from the
     blocks by index arithmetic), never as a Python object each: a million-task plan costs
     tens of MB. ``tasks`` makes Task objects for code that wants them on small plans.
+    Frozen: a smaller plan is a new one (``subset``); only derived columns are cached.
     """
 
     spec: Spec
@@ -362,8 +363,8 @@ class Plan:
 
     def __post_init__(self) -> None:
         if not self.blocks:
-            self.blocks = _layout(((m, v, _pairs(m, self.settings)) for m in self.models for v in m.variants),
-                                  len(self.records))  # fmt: skip
+            object.__setattr__(self, "blocks", _layout(((m, v, _pairs(m, self.settings)) for m in self.models for v in m.variants),
+                                  len(self.records)))  # fmt: skip
 
     # -- columns ------------------------------------------------------------------------
     @property
@@ -438,18 +439,24 @@ class Plan:
         return self._cached("tasks", lambda: [self.task(i) for i in range(self.size)])
 
     # -- sub-plans ----------------------------------------------------------------------
+    def subset(self, *, images: Sequence[int] | None = None, model: str | None = None, variant: str | None = None,
+               baseline_only: bool = False) -> Plan:
+        """A smaller plan: only ``images`` (ids, in this plan's order), only one model /
+        variant when named, only the unsplit tasks with ``baseline_only``."""
+        records = self.records
+        if images is not None:
+            keep = set(images)
+            records = tuple(r for r in self.records if r.image_id in keep)
+        groups = ((b.model, b.variant, ((NO_SPLIT, BASELINE),) if baseline_only else b.pairs) for b in self.blocks
+                  if model in (None, b.model.name) and variant in (None, b.variant.label))  # fmt: skip
+        return Plan(self.spec, self.dataset, records, self.models, self.settings, _layout(groups, len(records)))
+
     def with_images(self, image_ids: Sequence[int]) -> Plan:
-        keep = set(image_ids)
-        records = tuple(r for r in self.records if r.image_id in keep)
-        blocks = _layout(((b.model, b.variant, b.pairs) for b in self.blocks), len(records))
-        return Plan(self.spec, self.dataset, records, self.models, self.settings, blocks)
+        return self.subset(images=image_ids)
 
     def baseline_only(self, *, model: str | None = None, variant: str | None = None) -> Plan:
         """The unsplit tasks only (of one model / variant when named)."""
-        groups = ((b.model, b.variant, ((NO_SPLIT, BASELINE),)) for b in self.blocks
-                  if model in (None, b.model.name) and variant in (None, b.variant.label))  # fmt: skip
-        return Plan(self.spec, self.dataset, self.records, self.models, self.settings,
-                    _layout(groups, len(self.records)))  # fmt: skip
+        return self.subset(model=model, variant=variant, baseline_only=True)
 
     # -- state of the stored rows -------------------------------------------------------
     def state(self, stored: pa.Table | Mapping[str, str] | None = None) -> np.ndarray:
@@ -583,9 +590,7 @@ class Plan:
         return units
 
     def record(self, image_id: int) -> ImageRecord:
-        if not hasattr(self, "_records_by_id"):
-            self._records_by_id = {r.image_id: r for r in self.records}
-        return self._records_by_id[image_id]
+        return self._cached("records_by_id", lambda: {r.image_id: r for r in self.records})[image_id]
 
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)

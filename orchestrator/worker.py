@@ -24,7 +24,7 @@ from tasks.images import decode_image
 from tasks.rows import CodecSetting
 from tasks.runtime import SplitRunner
 from tasks.sequence import run_sequence
-from tasks.work import INPUT_SPLIT, NO_SPLIT, HeadOutput, TaskOutcome, describe_error, run_head, run_tasks
+from tasks.work import HeadOutput, TaskOutcome, describe_error, run_head, run_tasks
 
 __all__ = ["ModelPayload", "UnitPayload", "SequencePayload", "SharedHead", "SweepWorker", "failed_rows"]
 
@@ -39,16 +39,21 @@ class ModelPayload:
     source: Any  # bytes, or [ObjectRef] (wrapped so Ray does not fetch it on every call)
     adapter: str
     adapter_settings: Mapping[str, Any]
-    splits: tuple[int, ...]  # split points as the sweep names them (fp32 node indices)
-    split_map: Mapping[int, int] | None = None  # sweep split → this variant's node index
+    splits: tuple[int, ...]  # this variant's node indices of the sweep's splits (mapped by the driver)
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
 
 
 @dataclass(frozen=True)
 class UnitTask:
+    """One task of a unit. ``split`` is the sweep's split (fp32 node index, what rows record);
+    ``node`` is where this variant is cut for it, fixed by the driver once per (model,
+    variant) (variants.map_split_points): the split itself for the unsplit model and remote
+    inference, None where the variant has no counterpart."""
+
     task_id: str
     split: int
     setting: CodecSetting
+    node: int | None
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class SequencePayload:
     model_key: str
     split: int
     setting: CodecSetting
+    node: int | None  # where this variant is cut for ``split`` (see UnitTask.node)
     frames: tuple[UnitPayload, ...]
     store: frozenset[str]  # task ids to return rows for (resume: the others are stored already)
 
@@ -109,9 +115,8 @@ class SweepWorker:
     def _load(self, payload: ModelPayload):
         if payload.key not in self._models:
             data = payload.source if isinstance(payload.source, (bytes, bytearray)) else self._fetch(payload.source)
-            splits = tuple(_variant_split(payload, s) for s in payload.splits if _variant_split(payload, s) is not None)
             runner = SplitRunner(
-                bytes(data), splits, threads=self.threads, input_shapes=payload.input_shapes,
+                bytes(data), payload.splits, threads=self.threads, input_shapes=payload.input_shapes,
                 optimization=self.optimization, skip_invalid=True,
             )
             adapter = detectors.adapter(payload.adapter, dict(payload.adapter_settings))
@@ -165,14 +170,8 @@ class SweepWorker:
         try:
             runner, adapter, payload = self._load(payload)
             head, width, height = self._head_for(payload, runner, adapter, image, unit, shared)
-            runnable = [
-                t for t in unit.tasks
-                if t.split in _WHOLE_MODEL or _variant_split(payload, t.split) not in (None, *runner.invalid)
-            ]
-            done = run_tasks(
-                runner, adapter, head,
-                [(t.split if t.split in _WHOLE_MODEL else _variant_split(payload, t.split), t.setting) for t in runnable],
-            )
+            runnable = [t for t in unit.tasks if t.node is not None and t.node not in runner.invalid]
+            done = run_tasks(runner, adapter, head, [(t.node, t.setting) for t in runnable])
             seen: dict[int, str | None] = {}
             done = [_check_finite(o, seen) for o in done]
             by_id = {t.task_id: o for t, o in zip(runnable, done)}
@@ -199,7 +198,7 @@ class SweepWorker:
         try:
             runner, adapter, payload = self._load(payload)
             self._head = None  # the sequence runs its own heads: free the cached image's tensors
-            split = unit.split if unit.split in _WHOLE_MODEL else _variant_split(payload, unit.split)
+            split = unit.node
             sizes = []
 
             def frames():
@@ -209,7 +208,7 @@ class SweepWorker:
                     yield rgb
 
             if split is None or split in runner.invalid:
-                task = UnitTask(unit.frames[0].tasks[0].task_id, unit.split, unit.setting)
+                task = unit.frames[0].tasks[0]
                 outcomes = [_no_counterpart(task, payload, runner)] * len(unit.frames)
                 sizes = [(None, None)] * len(unit.frames)
             else:
@@ -258,10 +257,6 @@ def _malloc_trim() -> None:
         pass  # not glibc
 
 
-# Splits that run the whole model, so no variant node map applies: the unsplit model and remote inference.
-_WHOLE_MODEL = (NO_SPLIT, INPUT_SPLIT)
-
-
 def _check_finite(outcome: TaskOutcome, seen: dict[int, str | None]) -> TaskOutcome:
     """A task whose model outputs hold NaN or infinity fails with that reason: scoring its
     (meaningless) detections would report AP 0 as if it were a result. ``seen`` memoises
@@ -290,19 +285,12 @@ def _non_finite(name: str, value: Any) -> str | None:
 
 
 def _no_counterpart(task: UnitTask, payload: ModelPayload, runner: SplitRunner) -> TaskOutcome:
-    mapped = _variant_split(payload, task.split)
+    mapped = task.node
     if mapped is None:
         why = f"split {task.split} has no counterpart in variant {payload.variant!r}"
     else:
         why = f"split {task.split} (node {mapped} of variant {payload.variant!r}): {describe_error(runner.invalid[mapped])}"
     return TaskOutcome(task.split, task.setting, None, None, why)
-
-
-def _variant_split(payload: ModelPayload, split: int) -> int | None:
-    """The variant's own node index for a sweep split (identity where no map is given)."""
-    if payload.split_map is None:
-        return split
-    return payload.split_map.get(split)
 
 
 def _fetch_ref(source: Sequence[Any]) -> bytes:

@@ -77,10 +77,10 @@ def test_sweep_worker_turns_a_unit_into_rows(parts):
     model, _, _ = parts
     worker = SweepWorker(threads=1)
     payload = ModelPayload(key="tiny/fp32", model="tiny", variant="fp32", source=model, adapter=ADAPTER["type"],
-                           adapter_settings={k: v for k, v in ADAPTER.items() if k != "type"}, splits=SPLITS,
-                           split_map={3: 3, 5: 5})  # 9 has no counterpart in this "variant"
-    tasks = (UnitTask("t0", NO_SPLIT, codecs.setting("none")), UnitTask("t1", 3, codecs.setting("float16")),
-             UnitTask("t2", 9, codecs.setting("float16")))
+                           adapter_settings={k: v for k, v in ADAPTER.items() if k != "type"}, splits=(3, 5))
+    # the driver mapped the splits: 9 has no counterpart in this "variant" (node None)
+    tasks = (UnitTask("t0", NO_SPLIT, codecs.setting("none"), NO_SPLIT),
+             UnitTask("t1", 3, codecs.setting("float16"), 3), UnitTask("t2", 9, codecs.setting("float16"), None))
     unit = UnitPayload(sweep="s", model_key="tiny/fp32", image_id=7, image_name="img7.png", tasks=tasks)
     rows = worker.run(payload, _png(photo(7)), unit)
     assert [r["task_id"] for r in rows] == ["t0", "t1", "t2"]
@@ -106,7 +106,7 @@ def test_pieces_of_a_unit_share_one_head_run(parts):
     model, _, _ = parts
     payload = ModelPayload(key="tiny/fp32", model="tiny", variant="fp32", source=model, adapter=ADAPTER["type"],
                            adapter_settings={k: v for k, v in ADAPTER.items() if k != "type"}, splits=SPLITS)
-    tasks = (UnitTask("t0", 3, codecs.setting("float16")), UnitTask("t1", 5, codecs.setting("none")))
+    tasks = (UnitTask("t0", 3, codecs.setting("float16"), 3), UnitTask("t1", 5, codecs.setting("none"), 5))
     unit = UnitPayload(sweep="s", model_key="tiny/fp32", image_id=7, image_name="img7.png", tasks=tasks)
     image = _png(photo(7))
     alone = SweepWorker(threads=1).run(payload, image, unit)
