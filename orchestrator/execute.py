@@ -321,10 +321,10 @@ def run_units(
                 except (RayActorError, ActorUnavailableError):
                     slot.alive = False
                     stats.lost_workers += 1
-        stats.workers = sorted(name for name, *_ in pings)
-        stats.worker_rss_mb = max((rss for _, rss, _, _ in pings), default=0.0)
-        stats.worker_maxrss_mb = max((peak for _, _, peak, _ in pings), default=0.0)
-        stats.worker_busy_s = sum(busy for *_, busy in pings)
+        stats.workers = sorted(p.name for p in pings)
+        stats.worker_rss_mb = max((p.rss_mb for p in pings), default=0.0)
+        stats.worker_maxrss_mb = max((p.peak_rss_mb for p in pings), default=0.0)
+        stats.worker_busy_s = sum(p.busy_s for p in pings)
     except KeyboardInterrupt:
         stats.interrupted = True
         raise

@@ -26,7 +26,8 @@ from tasks.runtime import SplitRunner
 from tasks.sequence import run_sequence
 from tasks.work import HeadOutput, TaskOutcome, describe_error, run_head, run_tasks
 
-__all__ = ["ModelPayload", "UnitPayload", "SequencePayload", "SharedHead", "SweepWorker", "failed_rows"]
+__all__ = ["ModelPayload", "UnitPayload", "UnitTask", "SequencePayload", "SharedHead", "WorkerStatus", "SweepWorker",
+           "failed_rows"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,23 @@ class UnitPayload:
     image_name: str
     tasks: tuple[UnitTask, ...]
     image_hash: str | None = None  # content hash of the image, recorded in every row (resume checks it)
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What ping() reports: the worker's name, resident memory now and at its peak (MB), busy seconds."""
+
+    name: str
+    rss_mb: float
+    peak_rss_mb: float
+    busy_s: float
+
+
+@dataclass(frozen=True)
+class _LoadedModel:
+    runner: SplitRunner
+    adapter: Any
+    payload: ModelPayload
 
 
 class SharedHead(NamedTuple):
@@ -104,13 +122,13 @@ class SweepWorker:
         self.memory_mb = memory_mb
         self.busy_s = 0.0  # wall time spent in run(): what the benchmark splits into compute and overhead
         self._fetch = fetch or _fetch_ref
-        self._models: dict[str, tuple[SplitRunner, Any, ModelPayload]] = {}
+        self._models: dict[str, _LoadedModel] = {}
         self._head: tuple[tuple[str, int], SharedHead] | None = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
-    def ping(self) -> tuple[str, float, float, float]:
-        """This worker's name, its resident memory now and its peak (MB), and its busy seconds."""
-        return self.name, _resident_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, self.busy_s
+    def ping(self) -> WorkerStatus:
+        return WorkerStatus(self.name, _resident_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                            self.busy_s)
 
     def _load(self, payload: ModelPayload):
         if payload.key not in self._models:
@@ -120,8 +138,9 @@ class SweepWorker:
                 optimization=self.optimization, skip_invalid=True,
             )
             adapter = detectors.adapter(payload.adapter, dict(payload.adapter_settings))
-            self._models[payload.key] = (runner, adapter, payload)
-        return self._models[payload.key]
+            self._models[payload.key] = _LoadedModel(runner, adapter, payload)
+        m = self._models[payload.key]
+        return m.runner, m.adapter, m.payload
 
     def run(self, payload: ModelPayload, image: bytes, unit: UnitPayload, head: Any = None) -> list[dict]:
         """Rows for every task of the unit; a failure anywhere becomes failed rows, never lost.
