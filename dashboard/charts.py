@@ -66,9 +66,11 @@ def with_split_names(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _split_channel(channel, frame: pd.DataFrame, *, title: str = "split point", **kwargs):
-    """An ordinal split axis: names in numeric order (input, unsplit, 0, 1, …)."""
-    return channel("split_name:O", title=title, sort=split_labels(frame["split"]) if len(frame) else None, **kwargs)
+def _split_channel(channel, frame: pd.DataFrame, *, title: str = "split point", splits=None, **kwargs):
+    """An ordinal split axis: names in numeric order (input, unsplit, 0, 1, …); ``splits``
+    (default: the frame's) sets that order, so charts of one view list their splits alike."""
+    splits = frame["split"] if splits is None else pd.Series(list(splits))
+    return channel("split_name:O", title=title, sort=split_labels(splits) if len(splits) else None, **kwargs)
 
 
 _SPLIT_TIP = alt.Tooltip("split_name:N", title="split")
@@ -397,14 +399,15 @@ def compute_bandwidth_chart(frame: pd.DataFrame, *, title: str = "") -> alt.Char
     )
 
 
-def head_only_chart(frame: pd.DataFrame, *, title: str = "") -> alt.Chart:
-    """Head-only milliseconds per split (bars; one value per split: the codec does not run on it)."""
+def head_only_chart(frame: pd.DataFrame, *, title: str = "", splits=None) -> alt.Chart:
+    """Head-only milliseconds per split (bars; one value per split: the codec does not run on it);
+    ``splits``: the view's splits, for the same axis order as its other charts."""
     per_split = frame.drop_duplicates(["model", "variant", "split"])
     return (
         alt.Chart(per_split)
         .mark_bar(color=PALETTE[0])
         .encode(
-            x=_split_channel(alt.X, per_split, axis=alt.Axis(labelAngle=0)),
+            x=_split_channel(alt.X, per_split, splits=splits, axis=alt.Axis(labelAngle=0)),
             y=alt.Y("head_ms:Q", title="head-only ms per image (device)", axis=alt.Axis(titleLimit=0)),
             tooltip=[_SPLIT_TIP, alt.Tooltip("head_ms:Q", title="head ms", format=",.1f"),
                      *([alt.Tooltip("head_gmacs:Q", title="head GMACs", format=",.2f")] if "head_gmacs" in per_split else []),

@@ -66,7 +66,8 @@ def render(ctx: ViewContext) -> None:
         )
         for (model, variant), part in device.groupby(["model", "variant"], sort=True):
             c1, c2 = st.columns(2)
-            c1.altair_chart(charts.head_only_chart(part, title=f"{model} {variant}: device compute per split"),
+            c1.altair_chart(charts.head_only_chart(
+                part, title=f"{model} {variant}: device compute per split", splits=shown["split"].unique()),
                             width="stretch")
             c2.altair_chart(charts.compute_bandwidth_chart(
                 part[part["split"] >= 0], title=f"{model} {variant}: compute vs bandwidth"), width="stretch")
