@@ -37,7 +37,7 @@ VIEWS = ["Overview", "Rate–accuracy", "Split points", "BD-rate & Pareto", "Var
 
 
 def ensure_store(root: Path, *, images: int, configs: int) -> Path:
-    from orchestrator.report import build_report
+    from orchestrator import build_report
     from tests.fixtures_results import bench_configs, write_store
 
     marker = root / f".bench-{images}x{configs}"

@@ -10,7 +10,7 @@ inference (split ``input``) coded with the same codec as the anchor of its BD-ra
 hevc intra for intra curves, hevc sequence (the video as one stream) for sequence curves.
 Printed: per (codec family, split) the rate range, the accuracy range, the BD-rate and
 BD-accuracy against remote inference, and the mean encode / decode seconds per frame;
-then the CTTC-style per-sequence table (orchestrator.videotable). Sweeps resume: a second
+then the CTTC-style per-sequence table (orchestrator.reporting.videotable). Sweeps resume: a second
 run only reports.
 """
 
@@ -24,11 +24,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.bdrate import bd_table, sequence_families  # noqa: E402
-from orchestrator.report import build_report, with_kbps  # noqa: E402
-from orchestrator.spec import parse_spec  # noqa: E402
-from orchestrator.sweep import SweepOptions, run_sweep  # noqa: E402
-from orchestrator.videotable import cttc_table  # noqa: E402
+from orchestrator.execution.sweep import SweepOptions, run_sweep  # noqa: E402
+from orchestrator.planning.spec import parse_spec  # noqa: E402
+from orchestrator.reporting.bdrate import bd_table, sequence_families  # noqa: E402
+from orchestrator.reporting.report import build_report, with_kbps  # noqa: E402
+from orchestrator.reporting.videotable import cttc_table  # noqa: E402
 
 QPS = "[22, 30, 38, 46]"
 NNCODEC = "nncodec: {qp: [-10, -4, 4, 8]}"
@@ -52,7 +52,7 @@ execution: {{workers: auto}}
 
 
 def video_spec(out: Path, preset: int, frames: int) -> str:
-    from orchestrator.demo_data import ensure_video
+    from orchestrator.data.demo_data import ensure_video
 
     return f"""sweep: hevc-vtest
 output: {out}
@@ -107,10 +107,10 @@ def main() -> None:
         spec = parse_spec(text, file=str(args.out / f"{name}.yaml"))
         result = run_sweep(spec, SweepOptions())
         print(f"\n{name}: {result.plan_counts} in {result.stats.seconds:.0f} s")
-        from orchestrator.results import open_results
+        from orchestrator import open_results
 
         frame_rate = open_results(spec.output_location).meta.frame_rate if video else None
-        from orchestrator.results import plan_scope
+        from orchestrator.results.reading import plan_scope
 
         scope = plan_scope(open_results(spec.output_location))  # the current grid only, as `report` does
         report = build_report(spec.output_location, task_ids=None if scope is None else scope.task_ids).table

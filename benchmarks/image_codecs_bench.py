@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from orchestrator.demo_data import ensure_demo_images
+from orchestrator.data.demo_data import ensure_demo_images
 from tasks.codecs import build, label, setting
 from tasks.codecs.image import image_psnr
 

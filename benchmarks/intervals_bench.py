@@ -1,4 +1,4 @@
-"""Cost of the report's bootstrap intervals (orchestrator.intervals) on synthetic COCO data.
+"""Cost of the report's bootstrap intervals (orchestrator.reporting.intervals) on synthetic COCO data.
 
     python benchmarks/intervals_bench.py --images 100 500 --resamples 1000
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.intervals import bootstrap_ap, evaluate_images, paired_delta  # noqa: E402
+from orchestrator.reporting.intervals import bootstrap_ap, evaluate_images, paired_delta  # noqa: E402
 from tests.test_intervals import _synthetic_coco  # noqa: E402
 
 

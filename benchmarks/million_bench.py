@@ -129,7 +129,7 @@ def store_rows(spec: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from orchestrator.schema import ROW_SCHEMA
+    from orchestrator.results.schema import ROW_SCHEMA
 
     results = spec.parent / "results"
     marker = results / ".bench-rows"
@@ -137,8 +137,7 @@ def store_rows(spec: Path) -> Path:
         return results
     plan = pq.read_table(results / "plan.parquet")
     # each image's real content hash, so that a resumed run finds every task done
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import load_spec
+    from orchestrator import build_plan, load_spec
 
     dataset = build_plan(load_spec(spec)).dataset
     hashes = {r.image_id: dataset.content_hash(r) for r in dataset.records()}

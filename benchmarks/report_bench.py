@@ -29,7 +29,7 @@ STORES = {"72k": (400, 181), "200k": (25_000, 8)}
 
 _CHILD = """
 import json, resource, sys, time
-from orchestrator.report import build_report
+from orchestrator import build_report
 t, cpu = time.perf_counter(), time.process_time()
 result = build_report(sys.argv[1], force=True, save=False, workers=int(sys.argv[2]))
 seconds, cpu = time.perf_counter() - t, time.process_time() - cpu

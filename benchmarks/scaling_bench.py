@@ -51,9 +51,9 @@ def _driver(workers: int) -> dict:
     """A sweep whose tasks are nearly free: rows per second is the driver's ceiling."""
     import ray
 
-    from orchestrator.execute import RayOptions, connect
-    from orchestrator.spec import load_spec
-    from orchestrator.sweep import SweepOptions, run_sweep
+    from orchestrator import load_spec, run_sweep
+    from orchestrator.execution.execute import RayOptions, connect
+    from orchestrator.execution.sweep import SweepOptions
     from tests.tinydet import tiny_detector, write_coco_folder, write_spec
 
     root = Path(tempfile.mkdtemp(prefix="driver-bench-"))
@@ -101,8 +101,8 @@ def main() -> int:
         w = args.workers[0]
         print(json.dumps(_driver(w) if args.one == "driver" else _grid(args.one, GRIDS[args.one], w)))
         return 0
-    from orchestrator.assets import ensure_models
-    from orchestrator.demo_data import ensure_demo_images
+    from orchestrator.data.assets import ensure_models
+    from orchestrator.data.demo_data import ensure_demo_images
 
     ensure_models()
     ensure_demo_images()

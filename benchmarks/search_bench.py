@@ -30,11 +30,11 @@ def wall(log: str | None) -> str:
 
 
 def main() -> int:
-    from orchestrator.intervals import paired_delta
-    from orchestrator.plan import BASELINE, build_plan
-    from orchestrator.search import read_search, stored_evidence, targets_for
-    from orchestrator.spec import load_spec
-    from orchestrator.store import ResultsStore
+    from orchestrator import build_plan, load_spec
+    from orchestrator.planning.plan import BASELINE
+    from orchestrator.planning.search import read_search, stored_evidence, targets_for
+    from orchestrator.reporting.intervals import paired_delta
+    from orchestrator.results.store import ResultsStore
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec")

@@ -33,8 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.assets import ensure_models  # noqa: E402
-from orchestrator.demo_data import ensure_demo_images  # noqa: E402
+from orchestrator.data.assets import ensure_models  # noqa: E402
+from orchestrator.data.demo_data import ensure_demo_images  # noqa: E402
 
 GRIDS = {
     "cheap": "  none: {zstd: [0, 3]}\n  float16: {zstd: [0, 3]}\n  bfloat16: {}\n  uniform: {bits: [8, 4]}\n",
@@ -60,8 +60,8 @@ codecs:
 
 
 def plan_for(grid: str, images: int):
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import parse_spec
+    from orchestrator import build_plan
+    from orchestrator.planning.spec import parse_spec
 
     spec = parse_spec(spec_text(grid, tempfile.mkdtemp(), images, 1), file="bench.yaml")
     return build_plan(spec)
@@ -166,9 +166,10 @@ def _malloc_trim() -> None:
 def splitsweep(grid: str, images: int, workers: int) -> dict:
     import ray
 
-    from orchestrator.execute import RayOptions, connect
-    from orchestrator.spec import parse_spec
-    from orchestrator.sweep import SweepOptions, run_sweep
+    from orchestrator import run_sweep
+    from orchestrator.execution.execute import RayOptions, connect
+    from orchestrator.execution.sweep import SweepOptions
+    from orchestrator.planning.spec import parse_spec
 
     out = tempfile.mkdtemp(prefix="bench-")
     spec = parse_spec(spec_text(grid, out, images, workers), file="bench.yaml")
@@ -180,7 +181,7 @@ def splitsweep(grid: str, images: int, workers: int) -> dict:
     # The same run, taken apart: onnxruntime and codec seconds recorded in the rows, the
     # rest of the workers' busy time (decode, pre/post-processing, distortion, rows), and
     # the workers' idle time (start-up, scheduling, transfers).
-    from orchestrator.store import ResultsStore
+    from orchestrator.results.store import ResultsStore
 
     rows = ResultsStore(out).read_rows(["image_id", "split", "head_s", "encode_s", "decode_s", "tail_s"]).to_pandas()
     kernels = float(rows.groupby("image_id")["head_s"].first().sum() + rows[["encode_s", "decode_s", "tail_s"]].sum().sum())

@@ -16,8 +16,8 @@ import streamlit as st  # noqa: E402
 
 from dashboard.data import Filters, apply_filters, load_configs, load_progress, read_meta, results_version  # noqa: E402
 from dashboard.views import ViewContext, curves, drilldown, overview, show_notes, splits, table, tradeoffs, variants  # noqa: E402
-from orchestrator.pareto import report_fronts  # noqa: E402
-from orchestrator.schema import split_label  # noqa: E402
+from orchestrator.reporting.pareto import report_fronts  # noqa: E402
+from orchestrator.results.schema import split_label  # noqa: E402
 
 VIEWS = (overview, curves, splits, tradeoffs, variants, drilldown, table)
 ENV_RESULTS = "SPLITSWEEP_RESULTS"

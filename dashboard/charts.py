@@ -2,7 +2,7 @@
 
 Each chart has a ``*_frame`` function that selects and shapes its data (tested on its
 numbers) and a ``*_chart`` function that draws that frame. Frames keep the numeric
-``split`` and add ``split_name`` (orchestrator.schema.split_label: ``input``, ``unsplit``,
+``split`` and add ``split_name`` (orchestrator.results.schema.split_label: ``input``, ``unsplit``,
 node indices); charts draw the name, in the numeric order.
 """
 
@@ -14,7 +14,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from orchestrator.schema import BASELINE_CODEC, BASELINE_SPLIT, split_label, split_labels
+from orchestrator.results.schema import BASELINE_CODEC, BASELINE_SPLIT, split_label, split_labels
 
 __all__ = [
     "METRICS",

@@ -19,9 +19,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import streamlit as st
 
-from orchestrator.report import build_report, load_report
-from orchestrator.results import ResultsStore, StoreMeta, detections_by_row, latest_rows, open_results
-from orchestrator.schema import (
+from orchestrator import build_report, open_results
+from orchestrator.reporting.report import load_report
+from orchestrator.results.reading import ResultsStore, StoreMeta, detections_by_row, latest_rows
+from orchestrator.results.schema import (
     DEVICE_TABLE,
     GROUND_TRUTH_FILE,
     META_FILE,
@@ -33,7 +34,7 @@ from orchestrator.schema import (
     VARIANT_TABLE,
     codec_label,
 )
-from orchestrator.status import sweep_status
+from orchestrator.results.status import sweep_status
 from tasks.errors import ResultsError, SplitsweepError
 from tasks.metrics import COCO_CATEGORIES
 from tasks.rows import Detections
@@ -164,7 +165,7 @@ def read_configs(location: str, *, update: bool = True, include_all: bool = Fals
     where the location is writable. Only the current plan's rows count unless
     ``include_all``. Never raises for what a results location can be missing: the notes
     say what is wrong."""
-    from orchestrator.results import plan_scope
+    from orchestrator.results.reading import plan_scope
 
     try:
         store = open_results(location)
@@ -211,8 +212,8 @@ def _enrich(table: pd.DataFrame, store: ResultsStore | None = None, frame_rate: 
     """The report as the views draw it: a ``label``; the rate columns (kB, kbps for video)
     and ``delta_noise``; the device's cost per split (head-only latency, head parameters,
     head / tail MACs) where the store has it."""
-    from orchestrator.devicecost import device_table
-    from orchestrator.report import with_rates
+    from orchestrator.execution.devicecost import device_table
+    from orchestrator.reporting.report import with_rates
 
     table = table.drop(columns=[c for c in ("score_key", "delta_key") if c in table.columns]).copy()
     labels = {
@@ -464,8 +465,8 @@ class LoadedImage:
 def _dataset_index(location: str, spec_text: str) -> tuple[Any, dict[int, Any]] | str:
     """(dataset, image id → record) of the dataset in RESULTS/spec.yaml, or why not."""
     try:
-        from orchestrator.datasets import make_dataset
-        from orchestrator.spec import parse_spec
+        from orchestrator.data.datasets import make_dataset
+        from orchestrator.planning.spec import parse_spec
     except ImportError as exc:
         return f"this splitsweep cannot read datasets ({exc})"
     store = ResultsStore(location)

@@ -86,7 +86,7 @@ def exit_code(exc: BaseException, *, command: str) -> int:
         print(f"splitsweep: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if isinstance(exc, KeyboardInterrupt):
-        terminated = type(exc).__name__ == "Terminated"  # orchestrator.sweep.Terminated, not imported here
+        terminated = type(exc).__name__ == "Terminated"  # orchestrator.execution.sweep.Terminated, not imported here
         hint = " (run the same command again to resume)" if resumes else ""
         print(f"splitsweep: interrupted by {'SIGTERM' if terminated else 'Ctrl-C'}; "
               f"every row finished so far is stored{hint}", file=sys.stderr)

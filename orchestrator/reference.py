@@ -8,11 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks import codecs, detectors, variants
-from tasks.registry import Field
-
-from .cli import COMMANDS
-from .spec import (
+from orchestrator.cli import COMMANDS
+from orchestrator.planning.spec import (
     DatasetSpec,
     EvaluationSpec,
     ExecutionSpec,
@@ -24,6 +21,8 @@ from .spec import (
     Spec,
     SplitRange,
 )
+from tasks import codecs, detectors, variants
+from tasks.registry import Field
 
 __all__ = ["render_reference"]
 
@@ -47,7 +46,7 @@ def _cell(value: Any) -> str:
 
 
 def _type(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("orchestrator.spec.", "")
+    text = str(annotation).replace("typing.", "").replace("orchestrator.planning.spec.", "")
     return text.replace("NoneType", "null").replace("<class '", "").replace("'>", "")
 
 

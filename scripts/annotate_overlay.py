@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.demo_data import ANNOTATIONS_FILE, ensure_demo_images  # noqa: E402
+from orchestrator.data.demo_data import ANNOTATIONS_FILE, ensure_demo_images  # noqa: E402
 from tasks.images import decode_image  # noqa: E402
 
 _COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (240, 50, 230)]

@@ -372,7 +372,7 @@ def per_image_metrics(
 
 
 class ImageInfo(Protocol):
-    """What reference mode needs of an image record (orchestrator.datasets.ImageRecord fits)."""
+    """What reference mode needs of an image record (orchestrator.data.datasets.ImageRecord fits)."""
 
     image_id: int
     file_name: str

@@ -11,7 +11,7 @@ import numpy as np
 
 __all__ = ["Detections", "CodecSetting", "canonical_json", "TaskResult", "NO_SPLIT", "INPUT_SPLIT"]
 
-# The two splits of a row that are not a node index (orchestrator.schema re-exports them
+# The two splits of a row that are not a node index (orchestrator.results.schema re-exports them
 # with their display labels): stored as numbers, so they sort and stay int32.
 NO_SPLIT = -1  # the unsplit, uncompressed model: the baseline of every (model, variant)
 INPUT_SPLIT = -2  # remote inference: the coded picture, the whole model on the server

@@ -21,7 +21,7 @@ def ray_local():
     """A local Ray of 2 CPUs for the tests of one module, shut down after them."""
     import ray
 
-    from orchestrator.execute import RayOptions, connect
+    from orchestrator.execution.execute import RayOptions, connect
 
     started = connect(RayOptions(num_cpus=2))
     yield
@@ -34,10 +34,10 @@ def sweep_results(tmp_path_factory) -> Path:
     """A finished sweep: tinydet, 5 images (one corrupt), 3 splits, 10 codec settings, 2 variants."""
     import ray
 
-    from orchestrator.execute import RayOptions, connect
-    from orchestrator.report import build_report
-    from orchestrator.spec import load_spec
-    from orchestrator.sweep import SweepOptions, run_sweep
+    from orchestrator.execution.execute import RayOptions, connect
+    from orchestrator.execution.sweep import SweepOptions, run_sweep
+    from orchestrator.planning.spec import load_spec
+    from orchestrator.reporting.report import build_report
     from tests.tinydet import tiny_detector, write_coco_folder, write_spec
 
     root = tmp_path_factory.mktemp("sweep")

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestrator.schema import (
+from orchestrator.results.schema import (
     DETECTION_TYPE,
     GROUND_TRUTH_FILE,
     META_FILE,

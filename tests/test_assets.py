@@ -14,8 +14,9 @@ import numpy as np
 import onnx
 import pytest
 
-from orchestrator import assets
-from orchestrator.assets import (
+from orchestrator.commands import assets as command
+from orchestrator.data import assets
+from orchestrator.data.assets import (
     SOURCE_FILES,
     SOURCES_DIR,
     TARBALL_SHA256,
@@ -25,7 +26,6 @@ from orchestrator.assets import (
     extract_sources,
     npm_pack,
 )
-from orchestrator.commands import assets as command
 from tasks.errors import AssetError
 from tests.test_tfjs import node, placeholder, tfjs_model
 

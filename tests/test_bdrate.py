@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.bdrate import BdError, bd_metric, bd_rate, bd_table, default_anchor, is_monotonic
+from orchestrator.reporting.bdrate import BdError, bd_metric, bd_rate, bd_table, default_anchor, is_monotonic
 from tasks.errors import ResultsError
 
 # A realistic, uneven anchor curve: mean bytes per image against AP points.

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.results import detections_by_row, latest_rows, open_results
+from orchestrator.results.reading import detections_by_row, latest_rows, open_results
 from tasks.metrics import COCO_BACKENDS, GroundTruth, coco_metrics
 from tasks.rows import Detections
 

@@ -19,11 +19,11 @@ from dashboard.data import Filters, apply_filters, codec_label, read_configs, re
 from dashboard.views.drilldown import draw_boxes
 from dashboard.views.overview import summarize
 from dashboard.views.variants import variant_frame
-from orchestrator.bdrate import bd_rate
 from orchestrator.commands import dashboard as dashboard_command
 from orchestrator.commands.report import mpeg_columns
-from orchestrator.report import build_report, load_report
-from orchestrator.schema import META_FILE, SCHEMA_VERSION, split_label
+from orchestrator.reporting.bdrate import bd_rate
+from orchestrator.reporting.report import build_report, load_report
+from orchestrator.results.schema import META_FILE, SCHEMA_VERSION, split_label
 from tasks.errors import ResultsError
 from tasks.rows import Detections
 from tests.fixtures_results import HEIGHT, KNOWN_AP, WIDTH, SynthConfig, make_detections, task_id, write_store
@@ -193,13 +193,13 @@ def test_each_codec_filter_leaves_only_that_codec(any_results):
 
 
 def test_overview_counts_match_the_stored_rows(any_results):
-    from orchestrator.results import open_results
+    from orchestrator.results.reading import open_results
 
     status = open_results(any_results).task_status()
     metrics = {m.label: m.value for m in no_exception(app(any_results)).metric}
     ok = sum(s == "ok" for s in status.values())
     if (Path(any_results) / "plan.parquet").exists():  # counted among the planned tasks, as `status` does
-        from orchestrator.status import sweep_status
+        from orchestrator.results.status import sweep_status
 
         ok = sweep_status(str(any_results)).totals["ok"]
     assert metrics["done (ok)"] == f"{ok:,}"
@@ -219,7 +219,7 @@ def test_curves_have_a_point_per_coded_configuration(any_results):
 def test_drilldown_detections_match_the_stored_row(any_results):
     import pyarrow.compute as pc
 
-    from orchestrator.results import detections_by_row, latest_rows, open_results
+    from orchestrator.results.reading import detections_by_row, latest_rows, open_results
 
     report = load_report(any_results)
     config = report[report["split"] != -1].iloc[0]
@@ -260,10 +260,10 @@ def test_overview_counts_rate_and_failures(results_dir):
 
 
 def test_overview_rate_is_the_clis_window_rate(results_dir):
-    """The overview's rate is orchestrator.progress.window_rate of the stored finish times
+    """The overview's rate is orchestrator.execution.progress.window_rate of the stored finish times
     (the CLI's): idle time after the last row does not lower it, and the ETA counts that
     time as work done."""
-    from orchestrator.progress import window_rate
+    from orchestrator.execution.progress import window_rate
 
     progress = read_progress(str(results_dir))
     stamps = progress.rows["finished_at"]
@@ -515,7 +515,7 @@ def test_image_of_decodes_a_dataset_image_and_explains_failures():
     from dashboard.data import image_of
 
     @dataclass(frozen=True)
-    class Record:  # the fields of orchestrator.datasets.ImageRecord
+    class Record:  # the fields of orchestrator.data.datasets.ImageRecord
         image_id: int
         file_name: str
         width: int

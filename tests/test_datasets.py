@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from orchestrator.datasets import (
+from orchestrator.data.datasets import (
     CocoDataset,
     FolderDataset,
     ImageRecord,
@@ -20,7 +20,7 @@ from orchestrator.datasets import (
     make_dataset,
     path_image_id,
 )
-from orchestrator.demo_data import ANNOTATIONS_FILE, SOURCES_FILE, demo_photos, ensure_demo_images, ensure_video
+from orchestrator.data.demo_data import ANNOTATIONS_FILE, SOURCES_FILE, demo_photos, ensure_demo_images, ensure_video
 from tasks.errors import DataError, SpecError
 from tasks.images import decode_image, encode_png
 from tasks.metrics import COCO_CATEGORIES

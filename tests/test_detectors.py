@@ -437,7 +437,7 @@ def photos() -> dict[str, np.ndarray]:
     """The sample photos shipped in the scikit-image and matplotlib wheels (downloaded once into the cache)."""
     from PIL import Image
 
-    from orchestrator.assets import cache_dir
+    from orchestrator.data.assets import cache_dir
 
     folder = cache_dir() / "test-photos"
     folder.mkdir(parents=True, exist_ok=True)
@@ -479,7 +479,7 @@ def iou(a, b) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["centernet", "nanodet"])
 def test_demo_models_find_the_people_the_cat_and_the_cup(model, photos):
-    from orchestrator.assets import ensure_models
+    from orchestrator.data.assets import ensure_models
 
     path = ensure_models()[model]
     options = ort.SessionOptions()

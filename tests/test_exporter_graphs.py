@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.variants import map_split_points
+from orchestrator.planning.variants import map_split_points
 from tasks import codecs, detectors, variants
 from tasks.codecs.container import header_size
 from tasks.cutsizes import measure_into, sample_feeds

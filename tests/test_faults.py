@@ -27,9 +27,9 @@ import pytest
 from PIL import Image
 
 from orchestrator.cli import main
-from orchestrator.datasets import path_image_id
-from orchestrator.lease import LEASE_FILE
-from orchestrator.store import ResultsStore, latest_rows
+from orchestrator.data.datasets import path_image_id
+from orchestrator.results.lease import LEASE_FILE
+from orchestrator.results.store import ResultsStore, latest_rows
 from tests.tinydet import adapter_spec, photo, tiny_detector, write_coco_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,8 +245,8 @@ def test_demo_exit_codes_follow_run(lab, finished, tmp_path, ray_local, capsys):
     2 before anything is fetched; interruptions map to 130 / 143 with the resume hint."""
     from orchestrator.cli import exit_code
     from orchestrator.commands.demo import finish
-    from orchestrator.spec import load_spec
-    from orchestrator.sweep import SweepOptions, Terminated, run_sweep
+    from orchestrator.execution.sweep import SweepOptions, Terminated, run_sweep
+    from orchestrator.planning.spec import load_spec
 
     root, model, _ = lab
     ok = run_sweep(load_spec(root / "finished.yaml"), SweepOptions(workers=1))
@@ -359,7 +359,7 @@ def test_status_and_report_errors_are_one_line(finished, tmp_path, capsys):
 
 def _hold_lease(location: Path) -> subprocess.Popen:
     """Another driver holding the lease: a real process on this host."""
-    code = ("import sys, time; from orchestrator.store import ResultsStore; "
+    code = ("import sys, time; from orchestrator.results.store import ResultsStore; "
             "lease = ResultsStore(sys.argv[1]).open_for_sweep(sweep='faults'); print('held', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(location)], env=ENV, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -405,7 +405,7 @@ def test_stale_lease_of_a_dead_driver_is_taken_over(finished, tmp_path, ray_loca
 def _foreign_holder(location: Path) -> bytes:
     """What another driver writes when it takes the lease (another host of a network
     filesystem, where flock does not reach): its own host, pid, run and token."""
-    from orchestrator.lease import Holder
+    from orchestrator.results.lease import Holder
 
     ours = Holder.parse((location / LEASE_FILE).read_bytes())
     return Holder("elsewhere", 4242, "2026-01-02T03:04:05+00:00", time.time(), ours.run + 1, "theirs").to_bytes()
@@ -413,9 +413,9 @@ def _foreign_holder(location: Path) -> bytes:
 
 def test_lease_taken_mid_run_stops_the_run_and_stores_nothing_further(lab, tmp_path, ray_local, capsys):
     from orchestrator.cli import EXIT_LEASE_LOST, exit_code
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import load_spec
-    from orchestrator.sweep import SweepOptions, run_sweep
+    from orchestrator.execution.sweep import SweepOptions, run_sweep
+    from orchestrator.planning.plan import build_plan
+    from orchestrator.planning.spec import load_spec
     from tasks.errors import LeaseLostError
 
     root, model, coco = lab
@@ -455,7 +455,7 @@ def test_lease_taken_mid_run_stops_the_run_and_stores_nothing_further(lab, tmp_p
 
 
 def test_local_lease_notices_a_new_holder_and_leaves_its_lease(tmp_path):
-    from orchestrator.lease import Holder, Lease
+    from orchestrator.results.lease import Holder, Lease
     from tasks.errors import LeaseLostError
 
     store = ResultsStore(str(tmp_path / "res"))
@@ -562,8 +562,8 @@ def test_signal_mid_sweep_stops_cleanly_and_resumes(tmp_path, signum, code, word
 
 @pytest.mark.slow
 def test_two_drivers_started_together_one_is_refused(tmp_path):
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import load_spec
+    from orchestrator.planning.plan import build_plan
+    from orchestrator.planning.spec import load_spec
 
     spec = _slow_spec(tmp_path, "res")
     procs = [_start(spec), _start(spec)]
@@ -584,7 +584,7 @@ def test_two_drivers_started_together_one_is_refused(tmp_path):
 def test_local_ray_listens_on_loopback_only():
     import ray
 
-    from orchestrator.execute import RayOptions, connect
+    from orchestrator.execution.execute import RayOptions, connect
 
     ray.shutdown()
     started = connect(RayOptions(num_cpus=1))
@@ -662,7 +662,7 @@ def s3_location(monkeypatch):
 
 
 def test_object_store_lease_refuses_a_second_driver_and_takes_over_a_stale_one(s3_location):
-    from orchestrator.lease import Holder, Lease
+    from orchestrator.results.lease import Holder, Lease
     from tasks.errors import ResultsError
 
     store = ResultsStore(s3_location)
@@ -692,7 +692,7 @@ def test_object_store_lease_refuses_a_second_driver_and_takes_over_a_stale_one(s
 
 
 def test_object_store_lease_lost_to_another_driver_stops_writes(s3_location):
-    from orchestrator.lease import Holder
+    from orchestrator.results.lease import Holder
     from tasks.errors import LeaseLostError
 
     store = ResultsStore(s3_location.replace("/res?", "/lost?"))  # moto's state outlives one server

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from orchestrator.commands import report as report_command
-from orchestrator.figures import _plain, bd_latex, bd_markdown
-from orchestrator.report import with_rates
+from orchestrator.reporting.figures import _plain, bd_latex, bd_markdown
+from orchestrator.reporting.report import with_rates
 from tests.fixtures_results import HEIGHT, WIDTH, SynthConfig, write_store
 
 NN = dict(split=3, codec="nncodec", raw_bytes=4000, feature_psnr=30.0)

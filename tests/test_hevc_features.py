@@ -204,11 +204,11 @@ def video_root(tmp_path_factory):
 
 
 def test_sequence_units_resume_storing_each_frame_once(video_root, ray_local):
-    from orchestrator.plan import build_plan
-    from orchestrator.report import build_report
-    from orchestrator.spec import load_spec
-    from orchestrator.store import ResultsStore
-    from orchestrator.sweep import SweepOptions, run_sweep
+    from orchestrator.execution.sweep import SweepOptions, run_sweep
+    from orchestrator.planning.plan import build_plan
+    from orchestrator.planning.spec import load_spec
+    from orchestrator.reporting.report import build_report
+    from orchestrator.results.store import ResultsStore
 
     root, spec = video_root
     out = root / "resume"
@@ -239,8 +239,8 @@ def test_sequence_units_resume_storing_each_frame_once(video_root, ray_local):
     assert {"hevc"} <= set(report["codec"])
 
     # video reporting: the CTTC-style table keeps sequence coding as its own family, with kbps
-    from orchestrator.bdrate import sequence_families
-    from orchestrator.videotable import cttc_table
+    from orchestrator.reporting.bdrate import sequence_families
+    from orchestrator.reporting.videotable import cttc_table
 
     assert set(sequence_families(report)["codec"]) == {"none", "hevc sequence"}
     cttc = cttc_table(report, sequence="clip", frame_rate=15.0)
@@ -280,7 +280,7 @@ def test_sequence_on_a_photo_dataset_exits_2_naming_the_key(tmp_path):
 
 @pytest.fixture(scope="module")
 def centernet():
-    from orchestrator.assets import ensure_models
+    from orchestrator.data.assets import ensure_models
     from tasks import detectors
     from tasks.runtime import SplitRunner
 
@@ -291,7 +291,7 @@ def centernet():
 def vtest_frames(n: int) -> list[np.ndarray]:
     import cv2
 
-    from orchestrator.demo_data import ensure_video
+    from orchestrator.data.demo_data import ensure_video
 
     capture = cv2.VideoCapture(str(ensure_video()))
     frames = []
@@ -306,7 +306,7 @@ def vtest_frames(n: int) -> list[np.ndarray]:
 @pytest.mark.slow
 @pytest.mark.parametrize("split", [20, 100, 246])
 def test_bytes_fall_monotonically_with_qp_on_real_centernet_cuts(centernet, split):
-    from orchestrator.demo_data import ensure_demo_images
+    from orchestrator.data.demo_data import ensure_demo_images
     from tasks.images import decode_image
     from tasks.work import run_head
 
@@ -353,7 +353,7 @@ def test_a_sequence_of_16_vtest_frames_costs_fewer_bytes_than_16_intra_frames(ce
 def test_sequence_curves_are_measured_against_remote_inference_coded_as_a_sequence():
     import pandas as pd
 
-    from orchestrator.bdrate import bd_rate, bd_table
+    from orchestrator.reporting.bdrate import bd_rate, bd_table
 
     def curve(split, sequence, rates, aps):
         params = json.dumps({"qp": 0, "sequence": sequence}, separators=(",", ":"))

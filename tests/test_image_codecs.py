@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.demo_data import ensure_demo_images
+from orchestrator.data.demo_data import ensure_demo_images
 from tasks.codecs import build, describe, image_codec_names, is_image_codec, is_tensor_codec, label, setting
 from tasks.codecs import hevc as hevc_module
 from tasks.codecs.image import ImageCodec, image_psnr

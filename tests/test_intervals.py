@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.intervals import (
+from orchestrator.reporting.intervals import (
     CategoryMatches,
     ImageEvaluation,
     Interval,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dashboard.data import read_configs, read_progress
-from orchestrator.schema import codec_label, codec_sort_key, setting_label
-from orchestrator.status import sweep_status
+from orchestrator.results.schema import codec_label, codec_sort_key, setting_label
+from orchestrator.results.status import sweep_status
 from tasks import codecs
 from tests.test_dashboard import make_results
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pytest
 
-from orchestrator.store import ResultsStore, latest_rows
+from orchestrator.results.store import ResultsStore, latest_rows
 from tests.tinydet import tiny_detector, write_coco_folder, write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,9 +156,9 @@ def test_store_reads_and_writes_a_bucket(s3):
 
 
 def test_sweep_into_a_bucket_resumes_and_reports_like_a_directory(s3, ray_local, tmp_path):
-    from orchestrator.report import build_report
-    from orchestrator.spec import load_spec
-    from orchestrator.sweep import SweepOptions, run_sweep
+    from orchestrator.execution.sweep import SweepOptions, run_sweep
+    from orchestrator.planning.spec import load_spec
+    from orchestrator.reporting.report import build_report
 
     model = tmp_path / "tinydet.onnx"
     model.write_bytes(tiny_detector().SerializeToString())

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator import pareto
-from orchestrator.pareto import cheapest_within, pareto_front, pareto_mask, report_fronts
+from orchestrator.reporting import pareto
+from orchestrator.reporting.pareto import cheapest_within, pareto_front, pareto_mask, report_fronts
 from tasks.errors import ResultsError
 
 # name: (coded_bytes, ap)

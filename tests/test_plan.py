@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from orchestrator import taskids
-from orchestrator.execute import spread_units
-from orchestrator.plan import FAILED, OK, REMAINING, build_plan, task_id
-from orchestrator.schema import SCHEMA_VERSION
-from orchestrator.spec import load_spec
+from orchestrator.execution.execute import spread_units
+from orchestrator.planning import taskids
+from orchestrator.planning.plan import FAILED, OK, REMAINING, build_plan, task_id
+from orchestrator.planning.spec import load_spec
+from orchestrator.results.schema import SCHEMA_VERSION
 from tests.tinydet import adapter_settings, tiny_detector, write_coco_folder
 
 CODECS = """codecs:
@@ -182,9 +182,9 @@ def test_spread_units_gives_every_worker_a_piece(varied):
 
 
 def test_plan_parquet_written_only_when_the_plan_changes_and_its_ids_reused(varied, tmp_path):
-    from orchestrator.results import read_plan
-    from orchestrator.store import ResultsStore
-    from orchestrator.sweep import reuse_stored_ids, write_plan
+    from orchestrator.execution.sweep import reuse_stored_ids, write_plan
+    from orchestrator.results.reading import read_plan
+    from orchestrator.results.store import ResultsStore
 
     store = ResultsStore(str(tmp_path / "res"))
     assert write_plan(store, varied) is True
@@ -203,7 +203,7 @@ def test_plan_parquet_written_only_when_the_plan_changes_and_its_ids_reused(vari
 
 
 def test_id_keys_match_and_deduplicate_exactly():
-    from orchestrator import idkeys
+    from orchestrator.planning import idkeys
 
     ids = [hashlib.sha256(str(i).encode()).hexdigest()[:32] for i in range(2000)]
     values = pa.chunked_array([ids[1500:] + ["0" * 32], ids[:10]])

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from orchestrator import progress as progress_module
-from orchestrator.progress import Progress, window_rate
+from orchestrator.execution import progress as progress_module
+from orchestrator.execution.progress import Progress, window_rate
 
 
 def test_window_rate_ignores_idle_time_before_the_window():

@@ -7,16 +7,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.report import build_report
-from orchestrator.spec import parse_spec
-from orchestrator.store import ResultsStore, latest_rows
-from orchestrator.sweep import SweepOptions, run_sweep
+from orchestrator.execution.sweep import SweepOptions, run_sweep
+from orchestrator.planning.spec import parse_spec
+from orchestrator.reporting.report import build_report
+from orchestrator.results.store import ResultsStore, latest_rows
 
 pytestmark = pytest.mark.slow
 
 
 def test_reference_mode_on_vtest_frames(ray_local, tmp_path):
-    from orchestrator.demo_data import ensure_video
+    from orchestrator.data.demo_data import ensure_video
 
     video = ensure_video()
     spec = parse_spec(
@@ -109,8 +109,8 @@ def test_remote_inference_in_reference_mode_keeps_resolving(ray_local, tmp_path)
     qualities apart where AP saturates, so BD numbers against the remote curve exist."""
     import numpy as np
 
-    from orchestrator.bdrate import REMOTE_SPLIT, bd_table
-    from orchestrator.demo_data import ensure_video
+    from orchestrator.data.demo_data import ensure_video
+    from orchestrator.reporting.bdrate import REMOTE_SPLIT, bd_table
 
     video = ensure_video()
     spec = parse_spec(

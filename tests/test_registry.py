@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.spec import parse_spec, plugin_entries
+from orchestrator.planning.spec import parse_spec, plugin_entries
 from tasks import codecs, detectors, variants
 from tasks.codecs import container
 from tasks.codecs.base import ZSTD, Field, TensorwiseCodec

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from orchestrator.bdrate import REMOTE_SPLIT, bd_table
-from orchestrator.report import build_report
-from orchestrator.schema import split_label
-from orchestrator.spec import load_spec
+from orchestrator.planning.spec import load_spec
+from orchestrator.reporting.bdrate import REMOTE_SPLIT, bd_table
+from orchestrator.reporting.report import build_report
+from orchestrator.results.schema import split_label
 from tasks import detectors
 from tasks.codecs import build, setting
 from tasks.codecs.image import image_psnr
@@ -38,7 +38,7 @@ CODECS = """  float16: {}
 
 @pytest.fixture(scope="module")
 def remote_sweep(tmp_path_factory, ray_local):
-    from orchestrator.sweep import SweepOptions, run_sweep
+    from orchestrator.execution.sweep import SweepOptions, run_sweep
 
     root = tmp_path_factory.mktemp("remote")
     model = root / "tinydet.onnx"
@@ -188,7 +188,7 @@ def test_bad_remote_specs_exit_2_and_lose_nothing(remote_sweep, tmp_path, edit, 
     bad = tmp_path / "bad.yaml"
     bad.write_text(spec.read_text().replace(*edit))
     with pytest.raises(SpecError if key.startswith("models") or "split" in message else Exception) as err:
-        from orchestrator.plan import build_plan
+        from orchestrator.planning.plan import build_plan
 
         build_plan(load_spec(bad))
     assert getattr(err.value, "key", None) == key and message in str(err.value)

@@ -19,9 +19,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from orchestrator.commands import report as report_command
-from orchestrator.report import REPORT_COLUMNS, ReportWarning, build_report, load_report
-from orchestrator.results import DamagedPartWarning, open_results
-from orchestrator.schema import META_FILE, REPORT_DIR, ROWS_DIR, SCHEMA_VERSION
+from orchestrator.reporting.report import REPORT_COLUMNS, ReportWarning, build_report, load_report
+from orchestrator.results.reading import DamagedPartWarning, open_results
+from orchestrator.results.schema import META_FILE, REPORT_DIR, ROWS_DIR, SCHEMA_VERSION
 from tasks.errors import ResultsError
 from tasks.rows import Detections
 from tests.fixtures_results import (
@@ -279,10 +279,10 @@ def test_delta_is_computed_on_the_images_both_finished(tmp_path):
 
 
 def test_intervals_are_the_bootstrap_of_the_images(tmp_path):
-    """The report's interval columns are orchestrator.intervals' on exactly the images
+    """The report's interval columns are orchestrator.reporting.intervals' on exactly the images
     scored (seed 0): the AP interval holds the AP, the uncompressed model's ΔAP interval is
     [0, 0], a lossless setting's too, and a lossy one's paired interval lies below 0."""
-    from orchestrator.intervals import bootstrap_ap, paired_delta
+    from orchestrator.reporting.intervals import bootstrap_ap, paired_delta
     from tasks.metrics import GroundTruth
     from tests.fixtures_results import make_detections, make_ground_truth
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.intervals import paired_delta
-from orchestrator.plan import BASELINE
-from orchestrator.search import Evidence, Need, Outcome, Target, image_order, replay, stages
-from orchestrator.spec import SearchGoal, SearchSpec, SearchTarget
+from orchestrator.planning.plan import BASELINE
+from orchestrator.planning.search import Evidence, Need, Outcome, Target, image_order, replay, stages
+from orchestrator.planning.spec import SearchGoal, SearchSpec, SearchTarget
+from orchestrator.reporting.intervals import paired_delta
 from tasks import codecs
 from tasks.metrics import COCO_CATEGORIES, GroundTruth, coco_categories
 from tasks.rows import Detections
@@ -220,9 +220,9 @@ def _tiny_search_spec(tmp_path, name: str, *, size: int = 64, extra: str = ""):
 
 
 def test_spec_errors_name_file_line_key_and_allowed(tmp_path):
-    from orchestrator.plan import build_plan
-    from orchestrator.search import targets_for
-    from orchestrator.spec import load_spec
+    from orchestrator.planning.plan import build_plan
+    from orchestrator.planning.search import targets_for
+    from orchestrator.planning.spec import load_spec
     from tasks.errors import SpecError
 
     path = _tiny_search_spec(tmp_path, "bad")
@@ -244,9 +244,9 @@ def test_search_on_a_real_sweep_stores_grid_rows_and_a_summary(tmp_path):
     re-uses every one of them."""
     import json
 
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import load_spec
-    from orchestrator.store import ResultsStore
+    from orchestrator.planning.plan import build_plan
+    from orchestrator.planning.spec import load_spec
+    from orchestrator.results.store import ResultsStore
 
     path = _tiny_search_spec(tmp_path, "res")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -281,7 +281,7 @@ def test_search_on_a_real_sweep_stores_grid_rows_and_a_summary(tmp_path):
 def test_search_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path):
     import json
 
-    from orchestrator.store import ResultsStore
+    from orchestrator.results.store import ResultsStore
 
     extra = "execution: {workers: 1, flush_seconds: 0.2, chunk_tasks: 2}\n"
     killed = _tiny_search_spec(tmp_path, "killed", size=160, extra=extra)
@@ -315,13 +315,13 @@ def test_search_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path):
 def test_report_text_and_dashboard_show_the_chosen_setting_per_split(tmp_path):
     import json
 
-    from orchestrator.search import format_search
+    from orchestrator.planning.search import format_search
     from tests.test_dashboard import app, frame_with, make_results, no_exception
 
     location = make_results(tmp_path / "results")
     curve = Curve([0, 0.2, 0.5, 1, 2, 4, 8, 16])
     outcome = curve.search(CFG)
-    from orchestrator.search import summary_record
+    from orchestrator.planning.search import summary_record
 
     summary = summary_record([outcome], [curve.target], tasks_run=outcome.tasks + N_IMAGES,
                              grid_tasks=outcome.grid_tasks + N_IMAGES, baseline_tasks=N_IMAGES, state="done")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.spec import SplitRange, load_spec, parse_spec
+from orchestrator.planning.spec import SplitRange, load_spec, parse_spec
 from tasks.errors import SpecError
 
 GOOD = """\

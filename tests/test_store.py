@@ -9,8 +9,8 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.schema import ROW_SCHEMA, SCHEMA_VERSION
-from orchestrator.store import DamagedPartWarning, ResultsStore
+from orchestrator.results.schema import ROW_SCHEMA, SCHEMA_VERSION
+from orchestrator.results.store import DamagedPartWarning, ResultsStore
 from tasks.errors import ResultsError
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import build_plan
-from orchestrator.spec import load_spec
-from orchestrator.store import ResultsStore, latest_rows
-from orchestrator.sweep import SweepOptions, run_sweep
+from orchestrator.execution.sweep import SweepOptions, run_sweep
+from orchestrator.planning.plan import build_plan
+from orchestrator.planning.spec import load_spec
+from orchestrator.results.store import ResultsStore, latest_rows
 from tests.tinydet import tiny_detector, write_coco_folder, write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +227,7 @@ def test_sigkill_mid_sweep_then_resume_matches_uninterrupted_run(tmp_path):
 def test_joining_another_cluster_while_ray_runs_is_refused():
     import ray
 
-    from orchestrator.execute import RayOptions, connect
+    from orchestrator.execution.execute import RayOptions, connect
     from tasks.errors import ResultsError
 
     started = connect(RayOptions(num_cpus=2))  # a test before this one may have shut Ray down

@@ -709,7 +709,7 @@ def tfjs_runtime(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["centernet", "nanodet"])
 def test_demo_models_match_tfjs(name, tfjs_runtime):
-    from orchestrator.assets import SOURCES_DIR, cache_dir, ensure_assets
+    from orchestrator.data.assets import SOURCES_DIR, cache_dir, ensure_assets
 
     asset = ensure_assets()[name]
     sources = cache_dir() / SOURCES_DIR / "models"

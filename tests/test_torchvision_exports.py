@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cache import cache_dir
 from orchestrator.cli import main
-from orchestrator.spec import parse_spec
-from orchestrator.store import ResultsStore, latest_rows
-from orchestrator.sweep import SweepOptions, run_sweep
+from orchestrator.data.cache import cache_dir
+from orchestrator.execution.sweep import SweepOptions, run_sweep
+from orchestrator.planning.spec import parse_spec
+from orchestrator.results.store import ResultsStore, latest_rows
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def _export(name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def video():
-    from orchestrator.demo_data import ensure_video
+    from orchestrator.data.demo_data import ensure_video
 
     return ensure_video()
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.bdrate import bd_table
-from orchestrator.report import build_report, with_kbps
-from orchestrator.spec import load_spec
+from orchestrator.planning.spec import load_spec
+from orchestrator.reporting.bdrate import bd_table
+from orchestrator.reporting.report import build_report, with_kbps
 from tests.tinydet import adapter_spec, photo, tiny_detector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def write_video(path: Path, *, frames: int = 6, fps: float = FPS) -> Path:
 
 @pytest.fixture(scope="module")
 def video_sweep(tmp_path_factory, ray_local):
-    from orchestrator.sweep import SweepOptions, run_sweep
+    from orchestrator.execution.sweep import SweepOptions, run_sweep
 
     root = tmp_path_factory.mktemp("video")
     video = write_video(root / "clip.avi")
@@ -63,8 +63,8 @@ execution: {{workers: 1}}
 
 
 def test_frame_rate_is_read_from_the_video_and_stored(video_sweep):
-    from orchestrator.datasets import VideoDataset
-    from orchestrator.results import open_results
+    from orchestrator.data.datasets import VideoDataset
+    from orchestrator.results.reading import open_results
 
     _, video, out = video_sweep
     capture = cv2.VideoCapture(str(video))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.worker import ModelPayload, SweepWorker, UnitPayload, UnitTask
+from orchestrator.execution.worker import ModelPayload, SweepWorker, UnitPayload, UnitTask
 from tasks import codecs, detectors
 from tasks.runtime import SplitRunner
 from tasks.work import NO_SPLIT, distortion, run_head, run_tasks

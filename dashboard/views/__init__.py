@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from orchestrator.results import StoreMeta
-from orchestrator.schema import split_label
+from orchestrator.results.reading import StoreMeta
+from orchestrator.results.schema import split_label
 
 from ..data import Filters, Note
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from orchestrator.schema import BASELINE_CODEC, BASELINE_SPLIT, split_label
+from orchestrator.results.schema import BASELINE_CODEC, BASELINE_SPLIT, split_label
 from tasks.rows import Detections
 
 from ..data import (

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from orchestrator.progress import window_rate
-from orchestrator.schema import split_label
+from orchestrator.execution.progress import window_rate
+from orchestrator.results.schema import split_label
 
 from .. import charts
 from ..data import Filters, Progress, apply_filters, load_progress, results_version
@@ -62,7 +62,7 @@ def summarize(progress: Progress, filters: Filters, *, now: pd.Timestamp, window
 
     finished = rows["finished_at"]
     last = finished.max() if len(finished) and finished.notna().any() else None
-    # The CLI's rate (orchestrator.progress.window_rate): tasks over the last minute of
+    # The CLI's rate (orchestrator.execution.progress.window_rate): tasks over the last minute of
     # work, so a run that just started or paused is not divided by its idle time.
     stamps = finished.dropna()
     seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy() if len(stamps) else []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from orchestrator.results import open_results
-from orchestrator.search import read_search, search_frame
+from orchestrator import open_results
+from orchestrator.planning.search import read_search, search_frame
 
 from . import ViewContext, split_names
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from orchestrator.report import CSV_FLOAT_FORMAT, mpeg_columns
+from orchestrator.reporting.report import CSV_FLOAT_FORMAT, mpeg_columns
 
 from . import ViewContext, no_configs, split_names
 from .tradeoffs import NUMBER_FORMATS

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table, default_anchor
-from orchestrator.pareto import cheapest_within
+from orchestrator.reporting.bdrate import FITS, REMOTE_SPLIT, bd_table, default_anchor
+from orchestrator.reporting.pareto import cheapest_within
 from tasks.errors import ResultsError
 
 from . import ViewContext, no_configs, split_names

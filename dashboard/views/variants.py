@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from orchestrator.schema import BASELINE_CODEC, BASELINE_SPLIT, SPLIT_TABLE
+from orchestrator.results.schema import BASELINE_CODEC, BASELINE_SPLIT, SPLIT_TABLE
 
 from ..data import Filters, VariantTables, apply_filters, load_variants
 from . import ViewContext, show_notes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestrator.assets import PACKAGE, VERSION, cache_dir, ensure_assets
+from orchestrator.data.assets import PACKAGE, VERSION, cache_dir, ensure_assets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

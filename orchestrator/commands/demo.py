@@ -15,12 +15,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from orchestrator.assets import ensure_models
-    from orchestrator.demo_data import ensure_demo_images
-    from orchestrator.spec import load_spec
+    from orchestrator import load_spec, run_sweep
+    from orchestrator.data.assets import ensure_models
+    from orchestrator.data.demo_data import ensure_demo_images
+    from orchestrator.execution.sweep import SweepOptions
+    from orchestrator.results.store import ResultsStore
     from orchestrator.specs import DEMO_SPEC, FULL_SPEC
-    from orchestrator.store import ResultsStore
-    from orchestrator.sweep import SweepOptions, run_sweep
 
     spec_file = FULL_SPEC if args.full else DEMO_SPEC
     output = os.path.abspath(args.output)
@@ -40,8 +40,8 @@ def run(args) -> int:
 def finish(result, *, shown: str) -> int:
     """The demo's summary, BD table and next commands; the exit code of `run`
     (0 all ok, 3 with the failed count and the most common error)."""
+    from orchestrator import build_report
     from orchestrator.commands.run import finished_code
-    from orchestrator.report import build_report
     from tasks.errors import ResultsError
 
     output = result.location
@@ -65,7 +65,7 @@ def finish(result, *, shown: str) -> int:
 def summary_table(out, table) -> None:
     """mAP and compression ratio per split and codec setting: what the demo is for."""
     from orchestrator.commands.report import fmt_split
-    from orchestrator.table import fmt_float, fmt_pct, render_columns
+    from orchestrator.reporting.table import fmt_float, fmt_pct, render_columns
 
     # the report's own order: settings in numeric order (quality=20 before quality=100)
     render_columns(
@@ -92,7 +92,7 @@ def summary_table(out, table) -> None:
 def bd_summary(out, table) -> None:
     """BD-rate and BD-AP of every split's codecs against remote inference: the demo's answer."""
     from orchestrator.commands.report import bd_for, bd_title, fmt_split
-    from orchestrator.table import fmt_float, render_columns
+    from orchestrator.reporting.table import fmt_float, render_columns
 
     bd, reason = bd_for(table, anchor=None)
     if bd.empty:

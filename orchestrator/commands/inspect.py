@@ -8,10 +8,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.reporting.table import human_bytes
 from tasks.errors import SpecError, SplitsweepError
 from tasks.graph import SplitGraph, SplitPoint, TensorInfo, format_ranges
-
-from ..table import human_bytes
 
 __all__ = ["add_arguments", "run", "human_bytes", "parse_input_shape", "suggest", "Suggestion"]
 
@@ -197,9 +196,9 @@ def _open(args: argparse.Namespace) -> tuple[SplitGraph, str | None]:
     if args.model is not None:
         raise SpecError("give MODEL.onnx or --spec, not both", key="--spec",
                         allowed="--spec SPEC --model-name NAME picks one of the spec's models")
-    from orchestrator.cutsizes import measure_on_first_image, spec_model
-    from orchestrator.plan import resolve_model_path
-    from orchestrator.spec import load_spec
+    from orchestrator import load_spec
+    from orchestrator.planning.cutsizes import measure_on_first_image, spec_model
+    from orchestrator.planning.plan import resolve_model_path
 
     spec = load_spec(args.spec)
     _, m = spec_model(spec, args.model_name)

@@ -13,12 +13,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import pyarrow.compute as pc
 
-    from orchestrator.plan import REMAINING, build_plan
-    from orchestrator.schema import codec_label, codec_sort_key, split_label
-    from orchestrator.spec import load_spec
-    from orchestrator.store import ResultsStore
-    from orchestrator.sweep import reuse_stored_ids
-    from orchestrator.table import format_table
+    from orchestrator import build_plan, load_spec
+    from orchestrator.execution.sweep import reuse_stored_ids
+    from orchestrator.planning.plan import REMAINING
+    from orchestrator.reporting.table import format_table
+    from orchestrator.results.schema import codec_label, codec_sort_key, split_label
+    from orchestrator.results.store import ResultsStore
 
     spec = load_spec(args.spec)
     plan = build_plan(spec)
@@ -59,8 +59,8 @@ def run(args) -> int:
 def split_sizes_text(plan, m) -> str:
     """The per-split table of one model: feature maps and shape tensors crossing each cut,
     with sizes measured on the dataset's first image where shape inference cannot tell them."""
-    from orchestrator.cutsizes import measure_on_first_image
-    from orchestrator.table import format_table, human_bytes
+    from orchestrator.planning.cutsizes import measure_on_first_image
+    from orchestrator.reporting.table import format_table, human_bytes
     from tasks.graph import SplitGraph
     from tasks.work import describe_error
 

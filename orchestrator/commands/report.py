@@ -12,14 +12,14 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from orchestrator.bdrate import FITS, REMOTE_SPLIT, bd_table, sequence_families
-from orchestrator.pareto import cheapest_within, delta_noise, report_fronts
-from orchestrator.report import CSV_FLOAT_FORMAT, MPEG_COLUMNS, build_report, mpeg_columns, with_rates
-from orchestrator.results import open_results
-from orchestrator.schema import split_label
-from orchestrator.table import fmt_float as _fmt
-from orchestrator.table import fmt_pct as _pct
-from orchestrator.table import render_columns as _render
+from orchestrator import build_report, open_results
+from orchestrator.reporting.bdrate import FITS, REMOTE_SPLIT, bd_table, sequence_families
+from orchestrator.reporting.pareto import cheapest_within, delta_noise, report_fronts
+from orchestrator.reporting.report import CSV_FLOAT_FORMAT, MPEG_COLUMNS, mpeg_columns, with_rates
+from orchestrator.reporting.table import fmt_float as _fmt
+from orchestrator.reporting.table import fmt_pct as _pct
+from orchestrator.reporting.table import render_columns as _render
+from orchestrator.results.schema import split_label
 from tasks.errors import ResultsError
 
 __all__ = ["add_arguments", "run", "mpeg_columns", "MPEG_COLUMNS", "bd_for", "fmt_split"]
@@ -91,8 +91,9 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.results import open_results, plan_scope
-    from orchestrator.search import format_search, read_search
+    from orchestrator import open_results
+    from orchestrator.planning.search import format_search, read_search
+    from orchestrator.results.reading import plan_scope
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             raise ResultsError(f"cannot write the CSV file: {exc.strerror or exc}", file=str(args.csv),
                                key="--csv") from None
     if args.figures is not None:
-        from orchestrator.figures import write_figures
+        from orchestrator.reporting.figures import write_figures
 
         try:
             written = write_figures(table, bd, args.figures, rate="kbps" if "kbps" in table else "bpp", metric=metric)
@@ -164,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_cttc(args: argparse.Namespace, report: pd.DataFrame, frame_rate: float | None) -> int:
-    from orchestrator.results import open_results
-    from orchestrator.videotable import cttc_table
+    from orchestrator import open_results
+    from orchestrator.reporting.videotable import cttc_table
 
     meta = open_results(args.results).meta
     if frame_rate is None:
@@ -184,9 +185,9 @@ def _print_cttc(args: argparse.Namespace, report: pd.DataFrame, frame_rate: floa
 
 
 def with_device_cost(table: pd.DataFrame, results: str) -> pd.DataFrame:
-    """``table`` with the device's cost of each split (orchestrator.devicecost): head-only
+    """``table`` with the device's cost of each split (orchestrator.execution.devicecost): head-only
     latency, head parameters, head / tail MACs — where the store measured them."""
-    from orchestrator.devicecost import device_table
+    from orchestrator.execution.devicecost import device_table
 
     cost = device_table(open_results(results))
     extra = [c for c in cost.columns if c not in ("model", "variant", "split") and c not in table.columns]
@@ -233,7 +234,7 @@ def bd_for(
 
 def fmt_split(value: Any) -> str:
     """Split column cells: ``input`` for remote inference (stored as −2), ``unsplit`` for
-    the whole model (−1), else the node index (orchestrator.schema.split_label)."""
+    the whole model (−1), else the node index (orchestrator.results.schema.split_label)."""
     return split_label(value)
 
 

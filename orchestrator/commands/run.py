@@ -13,14 +13,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from orchestrator.spec import load_spec
-    from orchestrator.sweep import SweepOptions, run_sweep
+    from orchestrator import load_spec, run_sweep
+    from orchestrator.execution.sweep import SweepOptions
 
     spec = load_spec(args.spec)
     result = run_sweep(spec, SweepOptions(address=args.address, workers=args.workers, retry_failed=args.retry_failed))
     c = result.plan_counts
     if result.search is not None:
-        from orchestrator.search import format_search
+        from orchestrator.planning.search import format_search
 
         print(format_search(result.search))
         print(
@@ -42,7 +42,7 @@ def finished_code(result) -> int:
     import pyarrow.compute as pc
 
     from orchestrator.cli import EXIT_FAILED_TASKS, EXIT_OK
-    from orchestrator.store import ResultsStore, latest_rows
+    from orchestrator.results.store import ResultsStore, latest_rows
 
     c = result.plan_counts
     if c["failed"] == 0 and c["remaining"] == 0:

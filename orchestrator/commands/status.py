@@ -9,9 +9,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from orchestrator.schema import split_label
-    from orchestrator.status import sweep_status
-    from orchestrator.table import format_table
+    from orchestrator.reporting.table import format_table
+    from orchestrator.results.schema import split_label
+    from orchestrator.results.status import sweep_status
 
     status = sweep_status(args.results)
     cols = ["model", "variant", "split", "codec", "tasks", "ok", "failed", "remaining"]

@@ -10,15 +10,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import load_spec
+    from orchestrator import build_plan, load_spec
 
     spec = load_spec(args.spec)
     plan = build_plan(spec)
     counts = plan.counts()
     search = ""
     if spec.search is not None:
-        from orchestrator.search import targets_for
+        from orchestrator.planning.search import targets_for
 
         targets = targets_for(plan, spec.search)
         search = f"; adaptive search over {len(targets)} (model, variant, split, codec) line(s)"

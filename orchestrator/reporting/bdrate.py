@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import PchipInterpolator
 
-from orchestrator.schema import REMOTE_SPLIT
+from orchestrator.results.schema import REMOTE_SPLIT
 from tasks.errors import ResultsError
 
 __all__ = [
@@ -310,7 +310,7 @@ def bd_table(
     """BD-rate (%) and BD-metric (``metric`` points: BD-AP for AP) of every codec family per
     (model, variant, split) against ``anchor``, over the family's settings (its QPs, bits…).
 
-    ``report`` is the configuration table of :func:`orchestrator.report.build_report`;
+    ``report`` is the configuration table of :func:`orchestrator.reporting.report.build_report`;
     ``rate`` is ``bpp``, ``coded_bytes`` or, for a video sweep, ``kbps``
     (report.with_kbps). When every image has one size (a video's frames) the three give
     the same BD-rate: each is the bytes times a constant, which shifts log-rate by the

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestrator.schema import BASELINE_SPLIT, DEVICE_TABLE, SPLIT_TABLE
+from orchestrator.results.schema import BASELINE_SPLIT, DEVICE_TABLE, SPLIT_TABLE
 
 __all__ = ["DEVICE_TABLE", "SAMPLE_IMAGES", "REPEATS", "measure_heads", "measure_sweep", "device_table"]
 

@@ -11,11 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from orchestrator.results.schema import CONFIG_KEY, PLAN_FILE
+from orchestrator.results.store import EVALUATION_MODES, DamagedPartWarning, ResultsStore, StoreMeta, latest_rows
 from tasks.errors import ResultsError
 from tasks.rows import Detections
-
-from .schema import CONFIG_KEY, PLAN_FILE
-from .store import EVALUATION_MODES, DamagedPartWarning, ResultsStore, StoreMeta, latest_rows
 
 __all__ = [
     "EVALUATION_MODES",

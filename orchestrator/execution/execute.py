@@ -13,11 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.execution.progress import Progress
+from orchestrator.execution.worker import ModelPayload, SequencePayload, SweepWorker, UnitPayload, failed_rows
+from orchestrator.results.store import PartWriter
 from tasks.errors import ResultsError
-
-from .progress import Progress
-from .store import PartWriter
-from .worker import ModelPayload, SequencePayload, SweepWorker, UnitPayload, failed_rows
 
 __all__ = ["RayOptions", "connect", "ExecutionStats", "PoolOptions", "UnitInputs", "run_units", "cluster_cpus", "spread_units"]
 
@@ -48,7 +47,7 @@ def connect(options: RayOptions) -> bool:
     if address is None:
         # Local Ray: workers are started from this interpreter's environment; make sure
         # they import this checkout's packages even when it is not pip-installed.
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         path = os.environ.get("PYTHONPATH", "")
         if root not in path.split(os.pathsep):
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, path) if p)

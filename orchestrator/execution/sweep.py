@@ -16,19 +16,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from orchestrator.execution.devicecost import measure_sweep
+from orchestrator.execution.execute import (
+    ExecutionStats,
+    PoolOptions,
+    RayOptions,
+    UnitInputs,
+    cluster_cpus,
+    connect,
+    run_units,
+)
+from orchestrator.execution.progress import Progress
+from orchestrator.execution.worker import ModelPayload, SequencePayload, UnitPayload, UnitTask, failed_rows
+from orchestrator.planning.plan import PLAN_DIGEST_KEY, Plan, SequenceUnit, WorkUnit, build_plan
+from orchestrator.planning.spec import Spec
+from orchestrator.planning.variants import VariantBuild, build_variants
+from orchestrator.results.lease import Lease
+from orchestrator.results.schema import GROUND_TRUTH_FILE, PLAN_FILE
+from orchestrator.results.store import ResultsStore
 from tasks.errors import SpecError
 from tasks.work import INPUT_SPLIT, NO_SPLIT
-
-from .devicecost import measure_sweep
-from .execute import ExecutionStats, PoolOptions, RayOptions, UnitInputs, cluster_cpus, connect, run_units
-from .lease import Lease
-from .plan import PLAN_DIGEST_KEY, Plan, SequenceUnit, WorkUnit, build_plan
-from .progress import Progress
-from .schema import GROUND_TRUTH_FILE, PLAN_FILE
-from .spec import Spec
-from .store import ResultsStore
-from .variants import VariantBuild, build_variants
-from .worker import ModelPayload, SequencePayload, UnitPayload, UnitTask, failed_rows
 
 __all__ = ["SweepOptions", "SweepResult", "SweepRun", "Terminated", "run_sweep", "evaluation_mode", "write_plan", "reuse_stored_ids"]
 
@@ -275,9 +282,9 @@ class SweepRun:
         return result
 
     def search(self) -> tuple[_RunStats, dict]:
-        """The adaptive search (orchestrator.search): rounds of ordinary task execution, each a
+        """The adaptive search (orchestrator.planning.search): rounds of ordinary task execution, each a
         subset of the grid's own tasks, until every target has its setting."""
-        from .search import run_search
+        from orchestrator.planning.search import run_search
 
         plan = self.plan
         total = _RunStats()

@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.data.cache import cache_dir, sha256_file
 from tasks.errors import AssetError
 from tasks.tfjs import CONVERTER_VERSION, convert, weight_paths
-
-from .cache import cache_dir, sha256_file
 
 __all__ = [
     "PACKAGE",

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.data.cache import cache_dir, sha256_file
 from tasks.errors import AssetError, DataError
-
-from .cache import cache_dir, sha256_file
 
 __all__ = [
     "DEMO_DIR",
@@ -36,7 +35,7 @@ __all__ = [
     "ensure_video",
 ]
 
-DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
 SOURCES_FILE = DEMO_DIR / "sources.json"
 ANNOTATIONS_FILE = DEMO_DIR / "instances.json"
 

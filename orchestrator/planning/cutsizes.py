@@ -12,13 +12,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from orchestrator.data.datasets import Dataset, make_dataset
+from orchestrator.planning.spec import ModelSpec, Spec
 from tasks import detectors
 from tasks.errors import SpecError
 from tasks.graph import SplitGraph
 from tasks.images import decode_image
-
-from .datasets import Dataset, make_dataset
-from .spec import ModelSpec, Spec
 
 __all__ = ["first_image_feeds", "spec_model", "measure_on_first_image"]
 

@@ -13,14 +13,13 @@ import onnx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from orchestrator.results.schema import SPLIT_TABLE, VARIANT_TABLE, VARIANTS_DIR
 from tasks import detectors
 from tasks import variants as variant_registry
 from tasks.errors import SplitsweepError
 from tasks.images import decode_image
 from tasks.macs import count_macs, split_macs
 from tasks.work import describe_error
-
-from .schema import SPLIT_TABLE, VARIANT_TABLE, VARIANTS_DIR
 
 __all__ = ["VariantBuild", "SplitMapping", "build_variants", "map_splits", "map_split_points", "VARIANT_TABLE", "SPLIT_TABLE"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator.schema import BASELINE_SPLIT, REMOTE_SPLIT, split_label
+from orchestrator.results.schema import BASELINE_SPLIT, REMOTE_SPLIT, split_label
 
 __all__ = ["FIGURE_FORMATS", "write_figures", "bd_latex", "bd_markdown", "rate_figure"]
 

@@ -55,7 +55,7 @@ class DatasetSpec(_Frozen):
 
     @model_validator(mode="after")
     def _keys_for_kind(self) -> DatasetSpec:
-        from .datasets import DATASET_KEYS
+        from orchestrator.data.datasets import DATASET_KEYS
 
         allowed = DATASET_KEYS[self.type]
         extra = sorted(k for k in self.model_fields_set if k not in allowed)
@@ -68,7 +68,7 @@ class DatasetSpec(_Frozen):
         return self
 
     def config(self, resolve) -> dict:
-        """The mapping orchestrator.datasets.make_dataset takes, paths resolved with `resolve`."""
+        """The mapping orchestrator.data.datasets.make_dataset takes, paths resolved with `resolve`."""
         config = self.model_dump(exclude_unset=True)
         config["type"] = self.type
         for key in ("images", "annotations", "path"):

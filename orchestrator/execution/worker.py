@@ -1,6 +1,6 @@
 """The long-lived sweep worker: keeps sessions loaded and turns work units into rows.
 
-A plain class, so it runs and is tested without Ray; orchestrator.execute wraps it as a
+A plain class, so it runs and is tested without Ray; orchestrator.execution.execute wraps it as a
 Ray actor. Models arrive as bytes (through Ray's object store on a cluster), never as a
 path on the driver's disk.
 """

@@ -450,7 +450,7 @@ def _pixel_hash(pixels: Any) -> str:
 
 def demo_dataset(*, limit: int | None = None, cache: str | os.PathLike[str] | None = None) -> CocoDataset:
     """The demo photo set with its hand-drawn COCO boxes (photos fetched into the cache on first use)."""
-    from .demo_data import ANNOTATIONS_FILE, ensure_demo_images
+    from orchestrator.data.demo_data import ANNOTATIONS_FILE, ensure_demo_images
 
     return CocoDataset(ensure_demo_images(cache), ANNOTATIONS_FILE, limit=limit, name="demo")
 

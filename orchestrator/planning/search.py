@@ -6,7 +6,7 @@ values listed under ``codecs`` (most accurate first, cheapest last):
 
 - A probe of one setting runs it on the first ``subset`` images of a seeded image order,
   then on twice as many, … up to all images. At every stage the paired-bootstrap ΔAP
-  interval (orchestrator.intervals) against the reference decides early where it can:
+  interval (orchestrator.reporting.intervals) against the reference decides early where it can:
   its upper bound below ``-within`` → the setting fails, stop; its lower bound at or above
   → it passes (bisection moves on). On all images the point estimate decides, which is
   the rule the full grid applies, so both pick the same setting.
@@ -35,16 +35,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from orchestrator.planning.plan import BASELINE
+from orchestrator.planning.spec import SearchGoal, SearchSpec
+from orchestrator.reporting.intervals import evaluate_images, interval_from_resamples, paired_delta, resample_counts
+from orchestrator.results.schema import SEARCH_FILE
 from tasks import codecs as codec_registry
 from tasks.errors import SpecError
 from tasks.metrics import GroundTruth
 from tasks.rows import CodecSetting, Detections
 from tasks.work import INPUT_SPLIT, NO_SPLIT
-
-from .intervals import evaluate_images, interval_from_resamples, paired_delta, resample_counts
-from .plan import BASELINE
-from .schema import SEARCH_FILE
-from .spec import SearchGoal, SearchSpec
 
 __all__ = [
     "ORDERED_PARAMS",
@@ -71,7 +70,7 @@ ORDERED_PARAMS: dict[str, tuple[str, int]] = {
     "webp": ("quality", -1),
     "avif": ("quality", -1),
 }
-ANCHOR_CODECS = ("hevc", "avif", "webp", "jpeg")  # the remote-inference anchor, as orchestrator.bdrate picks it
+ANCHOR_CODECS = ("hevc", "avif", "webp", "jpeg")  # the remote-inference anchor, as orchestrator.reporting.bdrate picks it
 
 
 @dataclass(frozen=True)
@@ -516,7 +515,7 @@ def format_search(summary: Mapping[str, Any] | None) -> str:
     frame = search_frame(summary)
     if frame.empty:
         return ""
-    from .schema import split_label
+    from orchestrator.results.schema import split_label
 
     lines = [f"Adaptive search ({summary.get('state', 'done')}): {summary['tasks_run']:,} tasks run of "
              f"{summary['grid_tasks']:,} in the grid ({summary['grid_tasks'] / max(1, summary['tasks_run']):.1f}× fewer)",
@@ -557,10 +556,9 @@ class SearchRun:
 
 def stored_evidence(store, plan, targets: Sequence[Target], *, mode: str, threshold: float) -> Evidence:
     """The rows of the plan's tasks as the search reads them (latest row per task wins)."""
+    from orchestrator.results.reading import detections_by_row
+    from orchestrator.results.store import latest_rows
     from tasks.metrics import reference_ground_truth
-
-    from .results import detections_by_row
-    from .store import latest_rows
 
     keys = {t.task_id: (t.model, t.variant, t.split, t.setting, t.image_id) for t in plan.tasks}
     table = latest_rows(store.read_rows(["task_id", "status", "coded_bytes", "detections", "finished_at"]))

@@ -22,11 +22,10 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from orchestrator.planning.idkeys import factorize
+from orchestrator.results.lease import LEASE_FILE, Lease, pid_alive, this_host
+from orchestrator.results.schema import GROUND_TRUTH_FILE, META_FILE, ROW_SCHEMA, ROWS_DIR, SCHEMA_VERSION, SPEC_FILE
 from tasks.errors import ResultsError
-
-from .idkeys import factorize
-from .lease import LEASE_FILE, Lease, pid_alive, this_host
-from .schema import GROUND_TRUTH_FILE, META_FILE, ROW_SCHEMA, ROWS_DIR, SCHEMA_VERSION, SPEC_FILE
 
 __all__ = ["ResultsStore", "StoreMeta", "EVALUATION_MODES", "PartWriter", "DamagedPartWarning", "latest_rows"]
 
@@ -106,7 +105,7 @@ def _open_location(location: str) -> _Location:
 class ResultsStore:
     """One sweep's output location: a local directory or any pyarrow filesystem URI.
 
-    Layout (orchestrator/schema.py): meta.json, spec.yaml (+ specs/run-N.yaml),
+    Layout (orchestrator/results/schema.py): meta.json, spec.yaml (+ specs/run-N.yaml),
     ground_truth.json, plan.parquet, rows/part-rNNNN-NNNNNN.parquet, report/.
     Local writes go to a hidden temp file renamed into place, so a crash never leaves a
     half-written visible file; object stores (s3://…) publish an object only when its

@@ -53,12 +53,12 @@ GROUND_TRUTH_FILE = "ground_truth.json"  # COCO dict of the images in the sweep
 ROWS_DIR = "rows"  # task rows, part-<run>-<seq>.parquet
 REPORT_DIR = "report"  # per-configuration report parquet files
 VARIANTS_DIR = "variants"  # built model variants and their cost table
-PLAN_FILE = "plan.parquet"  # every task of the latest run's plan (orchestrator.sweep writes it)
-SEARCH_FILE = "search.json"  # the adaptive search's summary (orchestrator.search), rewritten each round
+PLAN_FILE = "plan.parquet"  # every task of the latest run's plan (orchestrator.execution.sweep writes it)
+SEARCH_FILE = "search.json"  # the adaptive search's summary (orchestrator.planning.search), rewritten each round
 VARIANT_TABLE = f"{VARIANTS_DIR}/variants.parquet"  # one row per built variant: sizes, MACs, build time
 SPLIT_TABLE = f"{VARIANTS_DIR}/splits.parquet"  # fp32 split → variant node, head / tail MACs
 DEVICE_TABLE = f"{VARIANTS_DIR}/device.parquet"  # head-only latency and head parameters per split (devicecost)
-REPORT_FILE = f"{REPORT_DIR}/configs.parquet"  # the per-configuration report (orchestrator.report)
+REPORT_FILE = f"{REPORT_DIR}/configs.parquet"  # the per-configuration report (orchestrator.reporting.report)
 
 DETECTION_TYPE = pa.list_(
     pa.struct(

@@ -3,9 +3,9 @@
 MPEG FCM's common test and training conditions (CTTC) report one line per (sequence,
 QP) of a codec: the bitrate in kbps at the sequence's frame rate, the task accuracy, and
 the encoder / decoder run time. ``cttc_table`` builds that view from the configuration
-table of a video sweep (``orchestrator.report``; one video dataset = one sequence):
+table of a video sweep (``orchestrator.reporting.report``; one video dataset = one sequence):
 a row per (model, variant, split, codec family, QP), where the family keeps intra
-(``hevc``) and sequence coding (``hevc sequence``, see ``orchestrator.bdrate``) apart.
+(``hevc``) and sequence coding (``hevc sequence``, see ``orchestrator.reporting.bdrate``) apart.
 ``encode_s`` / ``decode_s`` are the sequence's totals (per-frame mean × frames).
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .bdrate import sequence_families
-from .report import with_kbps
+from orchestrator.reporting.bdrate import sequence_families
+from orchestrator.reporting.report import with_kbps
 
 __all__ = ["CTTC_COLUMNS", "cttc_table"]
 

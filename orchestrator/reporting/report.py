@@ -29,7 +29,7 @@ One row per configuration (model, variant, split, codec, codec_params), stored a
     delta_ap        this configuration's AP minus ap_uncompressed, on those same images
     n_common        how many images that comparison used
     ap_low, ap_high, ap50_low, ap50_high, miou_low, miou_high
-                    95% bootstrap interval over the configuration's images (orchestrator.intervals:
+                    95% bootstrap interval over the configuration's images (orchestrator.reporting.intervals:
                     per-image COCO matching once, re-accumulated on 1,000 seeded resamples)
     delta_ap_low, delta_ap_high
                     95% paired bootstrap interval of delta_ap: the configuration and its
@@ -61,10 +61,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from orchestrator.datasets import ImageRecord
-from orchestrator.intervals import ImageEvaluation, bootstrap_ap, evaluate_images, paired_delta
-from orchestrator.results import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
-from orchestrator.schema import (
+from orchestrator.data.datasets import ImageRecord
+from orchestrator.reporting.intervals import ImageEvaluation, bootstrap_ap, evaluate_images, paired_delta
+from orchestrator.results.reading import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
+from orchestrator.results.schema import (
     BASELINE_CODEC,
     BASELINE_SPLIT,
     CONFIG_KEY,
@@ -141,7 +141,7 @@ MPEG_COLUMNS: dict[str, str] = {
     "ratio": "ratio",
     "ap": "AP",
     "ap50": "AP50",
-    "ap_low": "AP_low",  # 95% bootstrap interval over the images (orchestrator.intervals)
+    "ap_low": "AP_low",  # 95% bootstrap interval over the images (orchestrator.reporting.intervals)
     "ap_high": "AP_high",
     "kB": "kB",  # coded kilobytes (1000 bytes) per image
     "ap50_low": "AP50_low",
@@ -175,7 +175,7 @@ MPEG_COLUMNS: dict[str, str] = {
     "tail_s": "tail_s",
     "front_bytes_ap": "pareto",
     "front_noise": "pareto_gain_within_noise",
-    "head_only_s": "head_only_s",  # the head model alone, median over a few images (orchestrator.devicecost)
+    "head_only_s": "head_only_s",  # the head model alone, median over a few images (orchestrator.execution.devicecost)
     "head_params": "head_params",
     "head_macs": "head_macs",
     "tail_macs": "tail_macs",
@@ -641,7 +641,7 @@ def with_rates(table: pd.DataFrame, frame_rate: float | None) -> pd.DataFrame:
     """``table`` with the rate columns of the field: ``kB`` (coded kilobytes per image,
     10³ bytes), ``bpp`` (already there) and, for a video sweep, ``kbps`` at its frame
     rate (:func:`with_kbps`); and ``delta_noise`` (the paired ΔAP interval holds 0)."""
-    from orchestrator.pareto import delta_noise
+    from orchestrator.reporting.pareto import delta_noise
 
     out = with_kbps(table, frame_rate)
     if "coded_bytes" in out and "kB" not in out:

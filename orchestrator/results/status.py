@@ -7,11 +7,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from orchestrator.planning.idkeys import index_in
+from orchestrator.results.schema import PLAN_FILE, codec_label, codec_params_dict, codec_sort_key
+from orchestrator.results.store import ResultsStore
 from tasks.errors import ResultsError
-
-from .idkeys import index_in
-from .schema import PLAN_FILE, codec_label, codec_params_dict, codec_sort_key
-from .store import ResultsStore
 
 __all__ = ["SweepStatus", "sweep_status"]
 
@@ -36,7 +35,7 @@ def sweep_status(location: str) -> SweepStatus:
     store = ResultsStore(location)
     if store.check_meta() is None:
         raise ResultsError("no sweep results here (meta.json missing)", file=location)
-    from .results import read_plan
+    from orchestrator.results.reading import read_plan
 
     plan = read_plan(store, ["task_id", *_CONFIG], read_dictionary=["model", "variant", "codec", "codec_params"])
     if plan is None:

@@ -14,6 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from orchestrator.data.cache import sha256_file
+from orchestrator.data.datasets import Dataset, ImageRecord, VideoDataset, make_dataset
+from orchestrator.planning import idkeys, taskids
+from orchestrator.planning.spec import ModelSpec, Spec
 from tasks import codecs as codec_registry
 from tasks import detectors as detector_registry
 from tasks import variants as variant_registry
@@ -22,11 +26,6 @@ from tasks.graph import SplitGraph
 from tasks.rows import CodecSetting, canonical_json
 from tasks.sequence import is_sequence
 from tasks.work import INPUT_SPLIT, NO_SPLIT
-
-from . import idkeys, taskids
-from .cache import sha256_file
-from .datasets import Dataset, ImageRecord, VideoDataset, make_dataset
-from .spec import ModelSpec, Spec
 
 __all__ = [
     "VariantRef", "ModelPlan", "Task", "TaskBlock", "WorkUnit", "SequenceUnit", "Plan", "build_plan", "task_id",
@@ -148,7 +147,7 @@ def task_id(*, model_hash: str, adapter: str, variant: VariantRef, split: int, s
     """Stable across machines and file moves: the model's content hash, never its path.
 
     The reference for one task; plans compute all their ids at once (Plan.task_ids,
-    orchestrator.taskids), equal to this (tests/test_plan.py).
+    orchestrator.planning.taskids), equal to this (tests/test_plan.py).
     """
     key = taskids.task_id_key(model_hash=model_hash, adapter=adapter, variant_name=variant.name,
                               variant_canonical=variant.canonical, split=split, codec=setting.codec,
@@ -158,7 +157,7 @@ def task_id(*, model_hash: str, adapter: str, variant: VariantRef, split: int, s
 
 def resolve_model_path(spec: Spec, model: ModelSpec, *, fetch_assets: bool = True) -> str:
     if model.path.startswith("asset:"):
-        from .assets import ensure_models
+        from orchestrator.data.assets import ensure_models
 
         name = model.path.split(":", 1)[1]
         models = ensure_models() if fetch_assets else {}
@@ -597,7 +596,7 @@ class Plan:
 
     # -- plan.parquet -------------------------------------------------------------------
     def _key_parts(self) -> list[tuple[str, list[str]]]:
-        """Per block: the key prefix and the (split, setting) parts (orchestrator.taskids)."""
+        """Per block: the key prefix and the (split, setting) parts (orchestrator.planning.taskids)."""
         return [
             (taskids.block_prefix(model_hash=b.model.model_hash, adapter=b.model.adapter_canonical,
                                   variant_name=b.variant.name, variant_canonical=b.variant.canonical),

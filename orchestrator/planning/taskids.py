@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .schema import SCHEMA_VERSION
+from orchestrator.results.schema import SCHEMA_VERSION
 
 __all__ = ["task_id_key", "block_prefix", "pair_part", "block_task_ids", "ids_to_arrow", "ID_CHARS"]
 

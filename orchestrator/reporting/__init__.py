@@ -1,0 +1,1 @@
+"""Reports: per-configuration metrics, intervals, BD-rate, Pareto fronts, tables and figures."""
