@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -41,10 +42,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    """`python -m orchestrator dashboard RESULTS --port P --no-browser` on the synthetic store."""
-    results = make_results(tmp_path / "results")
+@contextlib.contextmanager
+def dashboard_server(results: Path, tmp_path: Path):
+    """`python -m orchestrator dashboard RESULTS --port P --no-browser` until the block ends;
+    yields its URL. Its log must hold no traceback when it stops."""
     port = _free_port()
     log = open(tmp_path / "server.log", "w+")
     process = subprocess.Popen(
@@ -67,7 +68,7 @@ def server(tmp_path):
         assert time.monotonic() < deadline, "the dashboard did not answer within 60 s"
         time.sleep(0.3)
     try:
-        yield url, tmp_path, results
+        yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -79,6 +80,14 @@ def server(tmp_path):
         output = log.read()
         log.close()
         assert "Traceback" not in output, output
+
+
+@pytest.fixture
+def server(tmp_path):
+    """The dashboard command on the synthetic store."""
+    results = make_results(tmp_path / "results")
+    with dashboard_server(results, tmp_path) as url:
+        yield url, tmp_path, results
 
 
 def _wait_for_charts(page, count: int) -> None:

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _free_port, _no_exception
+from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _no_exception, dashboard_server
 
 pytestmark = [
     pytest.mark.browser,
@@ -50,37 +46,8 @@ _CHART_FACTS = """
 @pytest.fixture
 def sweep_server(request, tmp_path):
     sweep_results = os.environ.get("SPLITSWEEP_BROWSER_RESULTS") or request.getfixturevalue("sweep_results")
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "dashboard", str(sweep_results), "--port", str(port), "--no-browser"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://localhost:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, (tmp_path / "server.log").read_text()
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "the dashboard did not answer within 60 s"
-        time.sleep(0.3)
-    try:
+    with dashboard_server(sweep_results, tmp_path) as url:
         yield url, tmp_path
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.seek(0)
-        output = log.read()
-        log.close()
-        assert "Traceback" not in output, output
 
 
 def _settle(page, want: int) -> list[dict]:
