@@ -182,7 +182,7 @@ def test_spread_units_gives_every_worker_a_piece(varied):
 
 
 def test_plan_parquet_written_only_when_the_plan_changes_and_its_ids_reused(varied, tmp_path):
-    from orchestrator.execution.sweep import reuse_stored_ids, write_plan
+    from orchestrator.results.planfile import reuse_stored_ids, write_plan
     from orchestrator.results.reading import read_plan
     from orchestrator.results.store import ResultsStore
 
@@ -192,13 +192,13 @@ def test_plan_parquet_written_only_when_the_plan_changes_and_its_ids_reused(vari
     before = path.stat().st_mtime_ns
     assert write_plan(store, build_plan(varied.spec)) is False and path.stat().st_mtime_ns == before
     fresh = build_plan(varied.spec)
-    assert "id_bytes" not in fresh._cache
-    assert reuse_stored_ids(store, fresh) and "id_bytes" in fresh._cache  # read back, not hashed
+    assert "id_words" not in fresh._cache
+    assert reuse_stored_ids(store, fresh) and "id_words" in fresh._cache  # read back, not hashed
     assert fresh.task_ids.to_pylist() == varied.task_ids.to_pylist()
     assert read_plan(store)["task_id"].to_pylist() == varied.task_ids.to_pylist()
     # another plan (fewer images): its own ids, and the file is replaced
     other = varied.with_images([varied.records[0].image_id])
-    assert not reuse_stored_ids(store, other) and "id_bytes" not in other._cache
+    assert not reuse_stored_ids(store, other) and "id_words" not in other._cache
     assert write_plan(store, other) is True and read_plan(store).num_rows == other.size
 
 
@@ -214,4 +214,19 @@ def test_id_keys_match_and_deduplicate_exactly():
     codes, distinct = idkeys.factorize(pa.chunked_array([ids[:5], ids[3:8]]))
     assert distinct == 8 and codes[3] == codes[5] and codes[4] == codes[6] and len(set(codes[:5])) == 5
     codes, distinct = idkeys.factorize(pa.array(["a", "b", "a"]))
+    assert distinct == 2 and codes[0] == codes[2] != codes[1]
+    # ids as decoded words, as the plan's numpy text, and from sliced chunks: the same answers
+    words = idkeys.id_words(pa.array(ids))
+    assert idkeys.hex_ids(words).astype(str).tolist() == ids
+    text = np.array([i.encode() for i in ids], dtype="S32")
+    assert (idkeys.id_words(text) == words).all()
+    sliced = pa.chunked_array([pa.array(ids).slice(1500), pa.array(ids).slice(0, 10)])
+    assert idkeys.index_in(sliced, words).tolist() == list(range(1500, 2000)) + list(range(10))
+    assert idkeys.index_in(text[[5, 3]], sliced).tolist() == [505, 503]
+    # 32 characters but not lowercase hex: not decoded, matched as text (case matters)
+    upper = ids[7].upper()
+    assert idkeys.id_words(pa.array([upper])) is None and idkeys.id_words(np.array([b"x" * 31], dtype="S32")) is None
+    assert idkeys.index_in(pa.array([upper, ids[7], "g" * 32]), words).tolist() == [-1, 7, -1]
+    assert idkeys.index_in(pa.array([ids[9]]), pa.array([upper, ids[9]])).tolist() == [1]
+    codes, distinct = idkeys.factorize(pa.array([upper, ids[7], upper]))
     assert distinct == 2 and codes[0] == codes[2] != codes[1]

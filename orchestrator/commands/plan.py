@@ -14,9 +14,9 @@ def run(args) -> int:
     import pyarrow.compute as pc
 
     from orchestrator import build_plan, load_spec
-    from orchestrator.execution.sweep import reuse_stored_ids
     from orchestrator.planning.plan import REMAINING
     from orchestrator.reporting.table import format_table
+    from orchestrator.results.planfile import reuse_stored_ids
     from orchestrator.results.schema import codec_label, codec_sort_key, split_label
     from orchestrator.results.store import ResultsStore
 

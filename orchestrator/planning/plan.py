@@ -18,6 +18,7 @@ from orchestrator.data.cache import sha256_file
 from orchestrator.data.datasets import Dataset, ImageRecord, VideoDataset, make_dataset
 from orchestrator.planning import idkeys, taskids
 from orchestrator.planning.spec import ModelSpec, Spec
+from orchestrator.results.schema import PLAN_DIGEST_KEY
 from tasks import codecs as codec_registry
 from tasks import detectors as detector_registry
 from tasks import variants as variant_registry
@@ -380,13 +381,18 @@ class Plan:
         """The images' ids in plan order (int64)."""
         return self._cached("image_ids", lambda: np.array([r.image_id for r in self.records], dtype=np.int64))
 
-    def _id_bytes(self) -> np.ndarray:
+    @property
+    def id_words(self) -> np.ndarray:
+        """Every task's id as its 128 bits, ``(size, 2)`` uint64 in plan order (``idkeys``):
+        how the plan holds its ids; the text form is made from it where needed."""
         def make() -> np.ndarray:
-            parts = [taskids.block_task_ids(prefix, pairs, self.image_ids).reshape(-1)
-                     for prefix, pairs in self._key_parts()]  # fmt: skip
-            return np.concatenate(parts) if parts else np.empty(0, dtype=f"S{taskids.ID_CHARS}")
+            parts = [taskids.block_task_words(prefix, pairs, self.image_ids) for prefix, pairs in self._key_parts()]
+            return np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.uint64)
 
-        return self._cached("id_bytes", make)
+        return self._cached("id_words", make)
+
+    def _id_bytes(self) -> np.ndarray:
+        return self._cached("id_bytes", lambda: idkeys.hex_ids(self.id_words))
 
     @property
     def task_ids(self) -> pa.Array:
@@ -429,7 +435,7 @@ class Plan:
         b = self.blocks[bisect.bisect_right(starts, position) - 1]
         image, pair = divmod(position - b.start, len(b.pairs))
         split, setting = b.pairs[pair]
-        return Task(self._id_bytes()[position].decode(), b.model.name, b.variant.label, split, setting,
+        return Task(idkeys.hex_ids(self.id_words[position : position + 1])[0].decode(), b.model.name, b.variant.label, split, setting,
                     self.records[image].image_id)  # fmt: skip
 
     @property
@@ -469,7 +475,7 @@ class Plan:
                                "status": pa.array(list(stored.values()), pa.string())})  # fmt: skip
         if stored.num_rows == 0:
             return state
-        pos = idkeys.index_in(stored.column("task_id"), self.task_ids)
+        pos = idkeys.index_in(stored.column("task_id"), self.id_words)
         found = pos >= 0
         where = pos[found]
         ok = pc.fill_null(pc.equal(stored.column("status"), "ok"), False).to_numpy(zero_copy_only=False)[found]
@@ -488,7 +494,7 @@ class Plan:
         changed = np.zeros(self.size, dtype=bool)
         if stored.num_rows == 0:
             return done, changed
-        pos = idkeys.index_in(stored.column("task_id"), self.task_ids)
+        pos = idkeys.index_in(stored.column("task_id"), self.id_words)
         found = pos >= 0
         stored = stored.filter(pa.array(found))
         where = pos[found]
@@ -619,19 +625,13 @@ class Plan:
 
         return self._cached("digest", make)
 
-    def adopt_ids(self, stored: pa.Table) -> bool:
-        """Take the task ids of a stored plan.parquet whose digest is this plan's (footer
-        metadata ``PLAN_DIGEST_KEY``); False, and nothing taken, when it is another plan."""
-        meta = stored.schema.metadata or {}
-        if meta.get(PLAN_DIGEST_KEY.encode(), b"").decode() != self.digest or stored.num_rows != self.size:
+    def adopt_ids(self, words: np.ndarray, digest: str) -> bool:
+        """Take the task ids (``idkeys.id_words``) of a stored plan.parquet whose digest is
+        this plan's (footer metadata ``PLAN_DIGEST_KEY``); False, and nothing taken, when
+        it is another plan."""
+        if digest != self.digest or words.shape != (self.size, 2) or words.dtype != np.uint64:
             return False
-        column = stored.column("task_id").combine_chunks()
-        if self.size and pc.min_max(pc.utf8_length(column)).as_py() != {"min": taskids.ID_CHARS, "max": taskids.ID_CHARS}:
-            return False
-        offsets, data = column.buffers()[1], column.buffers()[2]
-        first = np.frombuffer(offsets, dtype=np.int32, count=1, offset=4 * column.offset)[0]
-        ids = np.frombuffer(data, dtype=f"S{taskids.ID_CHARS}", count=self.size, offset=int(first))
-        self._cache["id_bytes"] = ids
+        self._cache["id_words"] = words
         return True
 
     def to_table(self) -> pa.Table:
@@ -657,8 +657,6 @@ class Plan:
         )
         return table.replace_schema_metadata({PLAN_DIGEST_KEY: self.digest})
 
-
-PLAN_DIGEST_KEY = "splitsweep.plan_digest"
 
 
 def build_plan(spec: Spec, *, fetch_assets: bool = True, dataset: Dataset | None = None) -> Plan:

@@ -8,8 +8,9 @@ must never change). The JSON of a list is the JSON of its items joined by commas
 key of a (model, variant) block is ``prefix + pair + image``: a prefix per block, a part per
 (split, codec setting) and ``"<image_id>]"``. The hash state after ``prefix + pair`` is
 computed once per pair and copied for each image: the per-task work is one copy, one
-update of a few bytes and one digest, in a tight loop; the 32-byte digests are turned into
-hex text by numpy and handed to Arrow as one buffer (no ``str`` per task).
+update of a few bytes and one digest, in a tight loop. A plan keeps its ids as the digests'
+first 16 bytes (two uint64 words, ``idkeys``); where text is needed numpy turns them into
+hex and hands it to Arrow as one buffer (no ``str`` per task).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from orchestrator.planning.idkeys import hex_ids
 from orchestrator.results.schema import SCHEMA_VERSION
 
-__all__ = ["task_id_key", "block_prefix", "pair_part", "block_task_ids", "ids_to_arrow", "ID_CHARS"]
+__all__ = ["task_id_key", "block_prefix", "pair_part", "block_task_words", "block_task_ids", "ids_to_arrow", "ID_CHARS"]
 
 ID_CHARS = 32  # hex digits kept of the sha256
-_HEX = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
 
 
 def _dumps(value) -> str:
@@ -50,12 +51,12 @@ def pair_part(split: int, codec: str, codec_canonical: str) -> str:
     return _dumps([int(split), codec, codec_canonical])[1:-1] + ","
 
 
-def block_task_ids(prefix: str, pairs: Sequence[str], image_ids: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Ids of every (image, pair) of a block, image-major (the plan's order), as a
-    ``len(images) × len(pairs)`` array of 32-byte ASCII strings (numpy ``S32``)."""
+def block_task_words(prefix: str, pairs: Sequence[str], image_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Ids of every (image, pair) of a block, image-major (the plan's order), as their 128
+    bits: a ``(len(images) * len(pairs), 2)`` uint64 array (``idkeys.id_words``' form)."""
     suffixes = [f"{int(i)}]".encode() for i in np.asarray(image_ids, dtype=np.int64).tolist()]
     n_images, n_pairs = len(suffixes), len(pairs)
-    digests = np.empty((n_pairs, n_images, 32), dtype=np.uint8)
+    digests = np.empty((n_images, n_pairs, ID_CHARS // 2), dtype=np.uint8)
     sha256 = hashlib.sha256
     for p, part in enumerate(pairs):
         base = sha256((prefix + part).encode())
@@ -65,11 +66,14 @@ def block_task_ids(prefix: str, pairs: Sequence[str], image_ids: Sequence[int] |
         for suffix in suffixes:
             h = copy()
             h.update(suffix)
-            append(h.digest())
-        digests[p] = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(n_images, 32)
-    hexed = _HEX[digests[:, :, : ID_CHARS // 2]]  # (pairs, images, 16) × 2 hex digits
-    ids = np.ascontiguousarray(hexed.transpose(1, 0, 2)).view(f"S{ID_CHARS}")  # image-major
-    return ids.reshape(n_images, n_pairs)
+            append(h.digest()[: ID_CHARS // 2])
+        digests[:, p] = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(n_images, ID_CHARS // 2)
+    return digests.reshape(-1, ID_CHARS // 2).view(np.uint64)
+
+
+def block_task_ids(prefix: str, pairs: Sequence[str], image_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """The same ids as text: a ``len(images) × len(pairs)`` array of 32-byte ASCII strings (numpy ``S32``)."""
+    return hex_ids(block_task_words(prefix, pairs, image_ids)).reshape(len(image_ids), len(pairs))
 
 
 def ids_to_arrow(ids: np.ndarray) -> pa.Array:

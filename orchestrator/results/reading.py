@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from orchestrator.results.planfile import read_plan, read_plan_ids
 from orchestrator.results.schema import CONFIG_KEY, PLAN_FILE
 from orchestrator.results.store import EVALUATION_MODES, DamagedPartWarning, ResultsStore, StoreMeta, latest_rows
 from tasks.errors import ResultsError
@@ -29,6 +29,7 @@ __all__ = [
     "PlanScope",
     "plan_scope",
     "read_plan",
+    "read_plan_ids",
 ]
 
 
@@ -41,23 +42,6 @@ def open_results(path: str | os.PathLike[str]) -> ResultsStore:
         raise ResultsError("results directory does not exist", file=store.location)
     store.meta  # noqa: B018 - validates meta.json now, with the file in the message
     return store
-
-
-def read_plan(store: ResultsStore, columns: list[str] | None = None, *,
-              read_dictionary: list[str] | None = None) -> pa.Table | None:
-    """plan.parquet, or None where there is none; ResultsError if it is damaged.
-    ``read_dictionary``: string columns kept dictionary-encoded (a few distinct values each)."""
-    if not store.exists(PLAN_FILE):
-        return None
-    try:  # read in place (not as one bytes object first): a million-task plan is tens of MB
-        table = pq.read_table(store.path(PLAN_FILE), columns=columns, read_dictionary=read_dictionary,
-                              filesystem=store.filesystem)
-    except (OSError, pa.ArrowException) as exc:
-        raise ResultsError(f"{PLAN_FILE} is damaged ({type(exc).__name__}: {exc}); `splitsweep run` writes it "
-                           "again", file=store.path(PLAN_FILE)) from None
-    if "task_id" not in table.column_names:
-        raise ResultsError(f"{PLAN_FILE} has no task_id column", file=store.path(PLAN_FILE))
-    return table
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ __all__ = [
     "GROUND_TRUTH_FILE",
     "VARIANTS_DIR",
     "PLAN_FILE",
+    "PLAN_DIGEST_KEY",
     "SEARCH_FILE",
     "VARIANT_TABLE",
     "SPLIT_TABLE",
@@ -53,7 +54,8 @@ GROUND_TRUTH_FILE = "ground_truth.json"  # COCO dict of the images in the sweep
 ROWS_DIR = "rows"  # task rows, part-<run>-<seq>.parquet
 REPORT_DIR = "report"  # per-configuration report parquet files
 VARIANTS_DIR = "variants"  # built model variants and their cost table
-PLAN_FILE = "plan.parquet"  # every task of the latest run's plan (orchestrator.execution.sweep writes it)
+PLAN_FILE = "plan.parquet"  # every task of the latest run's plan (orchestrator.results.planfile)
+PLAN_DIGEST_KEY = "splitsweep.plan_digest"  # plan.parquet footer: the digest of the plan it holds
 SEARCH_FILE = "search.json"  # the adaptive search's summary (orchestrator.planning.search), rewritten each round
 VARIANT_TABLE = f"{VARIANTS_DIR}/variants.parquet"  # one row per built variant: sizes, MACs, build time
 SPLIT_TABLE = f"{VARIANTS_DIR}/splits.parquet"  # fp32 split → variant node, head / tail MACs
