@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = full.parse_args(argv[1:])
     # A warning (an old spec spelling, a damaged part file) is one line, like an error.
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"splitsweep: warning: {message}\n"
+    _driver_memory_pool()
     try:
         return int(module.run(args) or 0)
     except (SplitsweepError, KeyboardInterrupt) as exc:
@@ -74,6 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+def _driver_memory_pool() -> None:
+    """Arrow's buffers in this process from the system allocator, unless the user chose one
+    (ARROW_DEFAULT_MEMORY_POOL). The driver reads columns once and hands them to numpy and
+    pandas: mimalloc, Arrow's default, keeps what it freed for Arrow alone, so on a
+    million-task plan `status` peaked ~45 MB higher and `plan` ~30 MB
+    (benchmarks/million_bench.py)."""
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        import pyarrow as pa
+
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def exit_code(exc: BaseException, *, command: str) -> int:

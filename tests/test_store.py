@@ -153,3 +153,34 @@ def test_atomic_json_and_spec_copies(store):
     assert store.read_bytes("spec.yaml") == b"sweep: t\n"
     assert store.read_bytes("specs/run-0003.yaml") == b"sweep: t\n"
     assert store.next_run() == 4
+
+
+def test_stored_tasks_decode_ids_and_agree_with_the_text_path(store):
+    """stored_tasks holds ids as their 128 bits; the latest row per task, older parts'
+    missing columns and the text fallback agree with read_rows + latest_rows."""
+    import hashlib
+
+    import pyarrow as pa
+
+    from orchestrator.planning import idkeys
+    from orchestrator.results.store import latest_rows
+
+    ids = [hashlib.sha256(str(i).encode()).hexdigest()[:32] for i in range(5)]
+    write(store, 1, [row(ids[0], "failed", image_hash="h0"), row(ids[1], image_hash="h1")])
+    write(store, 2, [row(ids[0], "ok", seconds=3, image_hash="h0b"), row(ids[2], "failed", image_hash="h2")])
+    # a part written before image_hash existed: the column reads as nulls
+    old = pa.Table.from_pylist([row(ids[3], seconds=1)], schema=ROW_SCHEMA).drop_columns(["image_hash"])
+    pq.write_table(old, os.path.join(os.path.dirname(store.part_files()[0]), "part-r0003-000001.parquet"))
+    stored = store.stored_tasks(("status", "image_hash"))
+    assert stored["task_id"].type == pa.binary(16)
+    got = dict(zip(idkeys.hex_ids(idkeys.id_words(stored["task_id"])).astype(str),
+                   zip(stored["status"].to_pylist(), stored["image_hash"].to_pylist())))
+    assert got == {ids[0]: ("ok", "h0b"), ids[1]: ("ok", "h1"), ids[2]: ("failed", "h2"), ids[3]: ("ok", None)}
+    text = latest_rows(store.read_rows(["task_id", "finished_at", "status", "image_hash"]))
+    assert dict(zip(text["task_id"].to_pylist(), zip(text["status"].to_pylist(), text["image_hash"].to_pylist()))) == got
+    assert idkeys.index_in(pa.array([ids[2], ids[4], ids[3]]), stored["task_id"]).tolist() == [
+        list(got).index(ids[2]), -1, list(got).index(ids[3])]
+    # an id that is not 32 hex digits (a foreign row): the column stays text, same answers
+    write(store, 4, [row("not-a-task-id", image_hash="x")])
+    stored = store.stored_tasks(("status",))
+    assert stored["task_id"].type == pa.string() and set(stored["task_id"].to_pylist()) == {*ids[:4], "not-a-task-id"}

@@ -35,18 +35,21 @@ def sweep_status(location: str) -> SweepStatus:
     store = ResultsStore(location)
     if store.check_meta() is None:
         raise ResultsError("no sweep results here (meta.json missing)", file=location)
-    from orchestrator.results.reading import read_plan
+    from orchestrator.results.planfile import read_plan_ids
 
-    plan = read_plan(store, ["task_id", *_CONFIG], read_dictionary=["model", "variant", "codec", "codec_params"])
-    if plan is None:
+    read = read_plan_ids(store, _CONFIG, read_dictionary=["model", "variant", "codec", "codec_params"])
+    if read is None:
         raise ResultsError(f"no {PLAN_FILE}: the sweep never started", file=location)
+    plan_ids, plan = read
+    pool = pa.default_memory_pool()
+    pool.release_unused()  # what reading cached: numpy's tables below cannot re-use it
     rows = store.stored_tasks(("status", "error"))
+    pool.release_unused()
     # each planned task's status: its latest row's, or "remaining"
-    where = index_in(plan["task_id"], rows["task_id"])
+    where = index_in(plan_ids, rows["task_id"])
     status = pc.fill_null(rows["status"].take(pa.array(where, mask=where < 0)), "remaining")
     grouped = (
-        plan.drop_columns(["task_id"])
-        .append_column("status", status)
+        plan.append_column("status", status)
         .unify_dictionaries()  # row groups decode to dictionaries of their own
         .group_by([*_CONFIG, "status"], use_threads=False)
         .aggregate([([], "count_all")])
@@ -65,7 +68,7 @@ def sweep_status(location: str) -> SweepStatus:
                         codec_params=params, qp=qp, tasks=sum(c.values()), **c))
     totals = {k: sum(r[k] for r in out) for k in ("tasks", "ok", "failed", "remaining")}
     failed = rows.filter(pc.equal(rows["status"], "failed"))
-    failed = failed.filter(pa.array(index_in(failed["task_id"], plan["task_id"]) >= 0))
+    failed = failed.filter(pa.array(index_in(failed["task_id"], plan_ids) >= 0))
     errors: list[tuple[str, int]] = []
     if failed.num_rows:
         tally = pc.value_counts(failed["error"]).to_pylist()  # in order of first appearance

@@ -22,7 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.planning.idkeys import factorize
+from orchestrator.planning.idkeys import factorize, id_words
 from orchestrator.results.lease import LEASE_FILE, Lease, pid_alive, this_host
 from orchestrator.results.schema import GROUND_TRUTH_FILE, META_FILE, ROW_SCHEMA, ROWS_DIR, SCHEMA_VERSION, SPEC_FILE
 from tasks.errors import ResultsError
@@ -406,8 +406,49 @@ class ResultsStore:
 
     def stored_tasks(self, columns: Sequence[str] = ("status", "image_hash")) -> pa.Table:
         """The latest row of each stored task, reading only task_id, finished_at and ``columns``
-        (what resume and status need; a million rows stay Arrow columns)."""
-        return latest_rows(self.read_rows(["task_id", "finished_at", *[c for c in columns if c not in ("task_id", "finished_at")]]))
+        (what resume, plan and status need; a million rows stay Arrow columns).
+
+        ``task_id`` holds each id's 128 bits (``binary(16)``, the form ``idkeys`` matches
+        without decoding text again), decoded batch by batch as the parts are read: 16
+        bytes per row instead of a 36-byte string column; ``image_hash`` is
+        dictionary-encoded (a few distinct values per image). Where some stored id is not
+        32 hex digits the column stays text; ``idkeys`` takes either form."""
+        names = ["task_id", "finished_at", *[c for c in columns if c not in ("task_id", "finished_at")]]
+        compact = self._read_compact(names)
+        return latest_rows(compact if compact is not None else self.read_rows(names))
+
+    def _read_compact(self, names: list[str]) -> pa.Table | None:
+        """``read_rows(names)`` with task_id as binary(16) words; None where an id is not 32
+        hex digits or a part cannot be read (read_rows then finds it, file by file)."""
+        parts = self.part_files()
+        if not parts:
+            return None
+        schema = pa.schema([pa.field("task_id", pa.binary(16)), *(
+            pa.field(n, pa.dictionary(pa.int32(), pa.string())) if n == "image_hash" else ROW_SCHEMA.field(n)
+            for n in names[1:])])  # fmt: skip
+        batches = []
+        try:  # file by file, a row group's pages at a time (a dataset scan reads ahead: ~2× the memory)
+            for path in parts:
+                with self._loc.fs.open_input_file(path) as fh:
+                    reader = pq.ParquetFile(fh, pre_buffer=False, buffer_size=1 << 20)
+                    present = [n for n in names if n in reader.schema_arrow.names]
+                    if "task_id" not in present:
+                        return None
+                    for batch in reader.iter_batches(batch_size=1 << 16, columns=present, use_threads=False):
+                        words = id_words(batch.column("task_id"))
+                        if words is None:
+                            return None
+                        columns = [pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(words),
+                                                                        [None, pa.py_buffer(words)])]  # fmt: skip
+                        for field in list(schema)[1:]:  # columns older parts lack read as nulls, as in read_rows
+                            column = batch.column(field.name) if field.name in present else pa.nulls(batch.num_rows)
+                            if pa.types.is_dictionary(field.type):
+                                column = pc.dictionary_encode(column.cast(field.type.value_type))
+                            columns.append(column.cast(field.type))
+                        batches.append(pa.record_batch(columns, schema=schema))
+        except (OSError, pa.ArrowException):
+            return None
+        return pa.Table.from_batches(batches, schema=schema)
 
     def task_status(self) -> dict[str, str]:
         """task_id → status of its latest row."""
