@@ -18,7 +18,8 @@ from orchestrator.execution.worker import ModelPayload, SequencePayload, SweepWo
 from orchestrator.results.store import PartWriter
 from tasks.errors import ResultsError
 
-__all__ = ["RayOptions", "connect", "ExecutionStats", "PoolOptions", "UnitInputs", "run_units", "cluster_cpus", "spread_units"]
+__all__ = ["RayOptions", "connect", "ExecutionStats", "PoolOptions", "UnitInputs", "WorkerPool", "run_units", "cluster_cpus",
+           "spread_units"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class _Slot:
     inflight: int = 0
     last_head: tuple | None = None
     alive: bool = True
+    busy_s: float = 0.0  # the worker's busy seconds at its last ping
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,28 @@ class PoolOptions:
     memory_mb: float = 400.0
     max_in_flight: int | None = None  # None: two units per worker
     retries: int = 2  # times a unit whose worker was lost runs again
+
+
+class WorkerPool:
+    """Workers kept across run_units calls (the rounds of an adaptive search): started once,
+    their loaded models and sessions kept, instead of a new pool per call. ``close`` ends them."""
+
+    def __init__(self) -> None:
+        self.slots: list[_Slot] = []
+
+    def close(self) -> None:
+        _kill(self.slots)
+        self.slots = []
+
+
+def _kill(slots: Sequence[_Slot]) -> None:
+    import ray
+
+    for slot in slots:
+        try:
+            ray.kill(slot.handle, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead
+            pass
 
 
 @dataclass(frozen=True)
@@ -169,8 +193,10 @@ def run_units(
     writer: PartWriter,
     progress: Progress,
     on_rows: Callable[[list[dict]], None] | None = None,
+    keep: WorkerPool | None = None,
 ) -> ExecutionStats:
-    """Run every unit once; rows reach `writer` as units finish.
+    """Run every unit once; rows reach `writer` as units finish. With ``keep`` the workers
+    are its (started on first use) and stay up afterwards; without, they end with the call.
 
     A unit whose worker dies (process crash, node lost) goes back to the queue and runs
     again elsewhere, up to `retries` times; its rows are written only from the one call
@@ -193,7 +219,15 @@ def run_units(
         return _Slot(actor_cls.options(**options).remote(threads=threads, optimization=pool.optimization,
                                                            memory_mb=pool.memory_mb))
 
-    slots = [new_slot() for _ in range(workers)]
+    finished = False
+    if keep is not None:
+        keep.slots[:] = [s for s in keep.slots if s.alive]
+        for slot in keep.slots:
+            slot.inflight, slot.last_head = 0, None
+        keep.slots += [new_slot() for _ in range(workers - len(keep.slots))]
+        slots = keep.slots
+    else:
+        slots = [new_slot() for _ in range(workers)]
     queue: deque = deque(units)
     attempts: dict[int, int] = {}
     inflight: dict[Any, tuple[Any, _Slot]] = {}
@@ -316,24 +350,25 @@ def run_units(
         for slot in slots:  # one at a time: a worker lost while idle is only found out here
             if slot.alive:
                 try:
-                    pings.append(ray.get(slot.handle.ping.remote()))
+                    ping = ray.get(slot.handle.ping.remote())
                 except (RayActorError, ActorUnavailableError):
                     slot.alive = False
                     stats.lost_workers += 1
+                    continue
+                pings.append(ping)
+                stats.worker_busy_s += ping.busy_s - slot.busy_s  # a kept worker's total counts on
+                slot.busy_s = ping.busy_s
         stats.workers = sorted(p.name for p in pings)
         stats.worker_rss_mb = max((p.rss_mb for p in pings), default=0.0)
         stats.worker_maxrss_mb = max((p.peak_rss_mb for p in pings), default=0.0)
-        stats.worker_busy_s = sum(p.busy_s for p in pings)
+        finished = True
     except KeyboardInterrupt:
         stats.interrupted = True
         raise
     finally:
         writer.close()
-        for slot in slots:
-            try:
-                ray.kill(slot.handle, no_restart=True)
-            except Exception:  # noqa: BLE001 - already dead
-                pass
+        if keep is None or not finished:  # stopped by an error or Ctrl-C: nothing may keep running
+            _kill(slots)
         stats.seconds = time.monotonic() - start
     return stats
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import signal
 import sys
 import threading
@@ -14,7 +13,6 @@ from typing import Any, TextIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from orchestrator.execution.devicecost import measure_sweep
 from orchestrator.execution.execute import (
@@ -22,22 +20,24 @@ from orchestrator.execution.execute import (
     PoolOptions,
     RayOptions,
     UnitInputs,
+    WorkerPool,
     cluster_cpus,
     connect,
     run_units,
 )
 from orchestrator.execution.progress import Progress
 from orchestrator.execution.worker import ModelPayload, SequencePayload, UnitPayload, UnitTask, failed_rows
-from orchestrator.planning.plan import PLAN_DIGEST_KEY, Plan, SequenceUnit, WorkUnit, build_plan
+from orchestrator.planning.plan import Plan, SequenceUnit, WorkUnit, build_plan
 from orchestrator.planning.spec import Spec
 from orchestrator.planning.variants import VariantBuild, build_variants
 from orchestrator.results.lease import Lease
-from orchestrator.results.schema import GROUND_TRUTH_FILE, PLAN_FILE
+from orchestrator.results.planfile import reuse_stored_ids, write_plan
+from orchestrator.results.schema import GROUND_TRUTH_FILE
 from orchestrator.results.store import ResultsStore
 from tasks.errors import SpecError
 from tasks.work import INPUT_SPLIT, NO_SPLIT
 
-__all__ = ["SweepOptions", "SweepResult", "SweepRun", "Terminated", "run_sweep", "evaluation_mode", "write_plan", "reuse_stored_ids"]
+__all__ = ["SweepOptions", "SweepResult", "SweepRun", "Terminated", "run_sweep", "evaluation_mode", "write_plan", "reuse_stored_ids"]  # the last two: re-exported from results.planfile
 
 SELECTION_FILE = "selection.json"
 
@@ -111,6 +111,8 @@ class SweepRun:
     workers: int = 1
     variants: dict[str, VariantBuild] = field(default_factory=dict)
     payloads: dict[str, ModelPayload] = field(default_factory=dict)
+    _stored: pa.Table | None = field(default=None, repr=False)  # the first execute's resume state, read early
+    _workers: WorkerPool | None = field(default=None, repr=False)  # kept across the executes of a search
 
     @classmethod
     def open(cls, spec: Spec, options: SweepOptions = SweepOptions()) -> SweepRun:
@@ -147,10 +149,11 @@ class SweepRun:
             store.save_spec(spec.text or "", run=self.lease.run)
             if self.mode == "ground-truth":
                 store.write_json(GROUND_TRUTH_FILE, self.plan.dataset.ground_truth())
-            # Task ids, image checks and hashes are computed while Ray starts (seconds each on
-            # a million-task plan; ray.init mostly waits on the processes it starts).
+            # Task ids, plan.parquet, the stored rows' resume state, image checks and hashes
+            # are done while Ray starts (seconds each on a million-task plan; ray.init mostly
+            # waits on the processes it starts).
             problems: list[tuple[str, str]] = []
-            prepared = _in_background(lambda p: _prepare(p, problems), self.plan)
+            prepared = _in_background(lambda p: self._prepare(problems), self.plan)
             started = connect(RayOptions(address=options.address or spec.execution.address, num_cpus=options.num_cpus))
             if previous is not None:
                 _install_sigterm()  # ray.init replaced it
@@ -187,6 +190,17 @@ class SweepRun:
                 self.lease.release()
                 if previous is not None:
                     signal.signal(signal.SIGTERM, previous)
+
+    def _prepare(self, problems: list[tuple[str, str]]) -> None:
+        plan = self.plan
+        problems += plan.dataset.problems()
+        if plan.spec.evaluation.select is None:  # else the plan shrinks to the selected images first
+            plan.id_words  # noqa: B018 - computed (or read back from plan.parquet) and cached
+            write_plan(self.store, plan, lease=self.lease)
+            # nothing else writes rows before the first execute: its resume state, read now
+            self._stored = self.store.stored_tasks()
+        for record in plan.records:
+            plan.dataset.content_hash(record)
 
     def pool(self) -> PoolOptions:
         execution = self.spec.execution
@@ -247,7 +261,9 @@ class SweepRun:
         dispatching (run_units kills the workers) and reaches the CLI (exit 4)."""
         spec, store, out, variants, payloads = self.spec, self.store, self.out, self.variants, self.payloads
         hashes = [plan.dataset.content_hash(r) for r in plan.records]
-        done, changed = plan.resume(store.stored_tasks(), image_hashes=hashes, retry_failed=self.options.retry_failed)
+        stored, self._stored = self._stored if self._stored is not None and plan is self.plan else store.stored_tasks(), None
+        done, changed = plan.resume(stored, image_hashes=hashes, retry_failed=self.options.retry_failed)
+        del stored
         if only is not None:  # a subset of the plan (adaptive-search rounds): the rest is not run now
             done, changed = done | ~only, changed & only
         writer = store.writer(run=self.lease.run, flush_seconds=spec.execution.flush_seconds, lease=self.lease)
@@ -274,7 +290,7 @@ class SweepRun:
                             image_bytes=lambda image_id: plan.dataset.image_bytes(plan.record(image_id)))
         try:
             stats = run_units(units, inputs, pool=self.pool(), writer=writer, progress=progress,
-                              on_rows=self.options.on_rows)
+                              on_rows=self.options.on_rows, keep=self._workers)
         finally:
             progress.close()
         result = _RunStats(**stats.__dict__)
@@ -298,8 +314,13 @@ class SweepRun:
             total.interrupted = total.interrupted or stats.interrupted
             total.workers = sorted(set(total.workers) | set(stats.workers))
 
-        result = run_search(plan, self.store, execute=execute, mode=self.mode,
-                            threshold=plan.spec.evaluation.score_threshold, lease=self.lease, out=self.out)
+        self._workers = WorkerPool()  # one pool for every round: models stay loaded between them
+        try:
+            result = run_search(plan, self.store, execute=execute, mode=self.mode,
+                                threshold=plan.spec.evaluation.score_threshold, lease=self.lease, out=self.out)
+        finally:
+            self._workers.close()
+            self._workers = None
         return total, result.summary
 
     def select_images(self) -> Plan:
@@ -342,14 +363,6 @@ class SweepRun:
 _WHOLE_MODEL = (NO_SPLIT, INPUT_SPLIT)
 
 
-def _prepare(plan: Plan, problems: list[tuple[str, str]]) -> None:
-    problems += plan.dataset.problems()
-    if plan.spec.evaluation.select is None:  # else the plan shrinks to the selected images first
-        plan.task_ids  # noqa: B018 - computed and cached
-    for record in plan.records:
-        plan.dataset.content_hash(record)
-
-
 def _in_background(fn: Callable[[Plan], None], plan: Plan) -> Callable[[], None]:
     """Run ``fn(plan)`` in a thread; the returned function waits for it and re-raises its error."""
     error: list[BaseException] = []
@@ -369,42 +382,6 @@ def _in_background(fn: Callable[[Plan], None], plan: Plan) -> Callable[[], None]
             raise error[0]
 
     return wait
-
-
-def stored_plan_digest(store: ResultsStore) -> str | None:
-    """The digest in plan.parquet's footer (only the footer is read); None without one."""
-    try:
-        with store.filesystem.open_input_file(store.path(PLAN_FILE)) as fh:
-            stored = (pq.read_metadata(fh).metadata or {}).get(PLAN_DIGEST_KEY.encode())
-    except (OSError, pa.ArrowException):
-        return None  # none yet, or damaged: written again
-    return stored.decode() if stored else None
-
-
-def reuse_stored_ids(store: ResultsStore, plan: Plan) -> bool:
-    """When plan.parquet holds this very plan, take its task ids instead of hashing every
-    task's key again (a million-task sweep resumes without re-hashing)."""
-    if stored_plan_digest(store) != plan.digest:
-        return False
-    try:
-        table = pq.read_table(store.path(PLAN_FILE), columns=["task_id"], filesystem=store.filesystem)
-    except (OSError, pa.ArrowException):
-        return False
-    return plan.adopt_ids(table)
-
-
-def write_plan(store: ResultsStore, plan: Plan, *, lease: Lease | None = None) -> bool:
-    """Write plan.parquet unless the stored one is this plan (same digest); True when written."""
-    if stored_plan_digest(store) == plan.digest:
-        return False
-    buf = io.BytesIO()
-    table = plan.to_table()
-    # task ids are distinct random text: a dictionary only costs time; the labels repeat
-    pq.write_table(table, buf, use_dictionary=[c for c in table.column_names if c != "task_id"])
-    if lease is not None:
-        lease.verify()
-    store.write_bytes(PLAN_FILE, buf.getvalue())
-    return True
 
 
 def _payload_key(model: str, variant: str) -> str:
