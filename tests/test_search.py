@@ -153,17 +153,39 @@ def test_a_setting_failing_on_the_subset_stops_early():
     assert all(curve.ran[p.value] == p.images for p in early)
 
 
-def test_non_monotone_curve_says_so_and_falls_back_to_the_grid():
+def test_non_monotone_curve_says_so_and_falls_back_to_the_grids_rule():
     # QP -14 (the first probe) fails; QP -26, probed next, is far worse still although it is
-    # the more expensive setting: bisection's assumption is visibly broken, and the grid
-    # finds cheaper settings that pass.
-    curve = Curve([0, 16, 0.01, 4, 0.02, 0.03, 0.04, 0.05])
+    # the more expensive setting: bisection's assumption is visibly broken. The grid's rule
+    # (the cheapest setting passing on all images) finds QP -6; the search gets there by
+    # scanning from the cheapest setting, whose failing neighbours stop on a subset.
+    curve = Curve([0, 16, 0.01, 4, 0.02, 0.03, 8, 12])
     outcome = curve.search(CFG)
     grid, deltas = curve.grid_choice(1.0)
     assert outcome.fallback
     assert "assumption does not hold" in outcome.note and "qp=-26" in outcome.note, outcome.note
-    assert outcome.chosen == grid and grid > -14, deltas
-    assert all(curve.ran[q] == N_IMAGES for q in QPS)  # the grid for this target
+    assert grid == -6 and outcome.chosen == grid, deltas
+    assert curve.ran[-6] == N_IMAGES and outcome.probe.images == N_IMAGES
+    assert 0 < curve.ran[0] < N_IMAGES and 0 < curve.ran[-4] < N_IMAGES  # failed early, on a subset
+    assert curve.ran[-10] == 0  # more accurate than the chosen: never needed
+    assert outcome.tasks == sum(curve.ran.values()) < len(QPS) * N_IMAGES / 2
+
+
+def test_an_inversion_on_the_first_stage_is_confirmed_on_more_images_before_the_fallback():
+    # QP -14 is lossless on the first stage's 4 images (and poor elsewhere), so on those 4
+    # the more expensive QP -26 looks far worse than it: an inversion on the first stage
+    # only. Both settings are widened to 2·subset images, where it is gone; bisection's
+    # answer stands and no fallback runs.
+    order = image_order(list(range(1, N_IMAGES + 1)), CFG.seed)
+    curve = Curve([0, 0.5, 0.5, 6, 8, 10, 12, 14])
+    lossless = _detections(curve.base, 0.0)
+    s14 = curve.settings[QPS.index(-14)]
+    first = order[:CFG.subset]
+    curve.dets[s14] = {i: lossless[i] if i in first else d for i, d in curve.dets[s14].items()}
+    outcome = curve.search(CFG)
+    assert curve.ran[-14] >= 2 * CFG.subset and curve.ran[-26] == 2 * CFG.subset, curve.ran  # widened to confirm
+    assert not outcome.fallback, outcome.note
+    grid, deltas = curve.grid_choice(1.0)
+    assert outcome.chosen == grid == -38, deltas
 
 
 def test_bytes_not_falling_with_qp_is_a_violation_too():
@@ -259,6 +281,11 @@ def test_search_on_a_real_sweep_stores_grid_rows_and_a_summary(tmp_path):
     ids = ResultsStore(str(tmp_path / "res")).read_rows(["task_id"])["task_id"].to_pylist()
     assert len(ids) == len(set(ids)) == summary["tasks_run"] < len(plan.tasks)
     assert set(ids) <= {t.task_id for t in plan.tasks}
+    # One worker pool for every round (models loaded once): the rows of all rounds come from
+    # at most as many worker processes as one round has.
+    rounds = run.stderr.count("search round ")
+    names = set(ResultsStore(str(tmp_path / "res")).read_rows(["worker"])["worker"].to_pylist())
+    assert rounds >= 2 and len(names) <= max(1, os.cpu_count() or 1), (rounds, names)
     assert [t["split"] for t in summary["targets"]] == [3, 9]
     for t in summary["targets"]:
         assert t["chosen"] is None or t["chosen"] in t["values"]

@@ -13,10 +13,12 @@ values listed under ``codecs`` (most accurate first, cheapest last):
 - The final candidate is always widened to all images; if it then fails, bisection
   continues below it.
 - Bisection assumes accuracy falls and bytes fall along the order. After it converges the
-  probes are checked: a more expensive setting significantly (paired interval) worse than
-  a cheaper one by more than the goal's margin, or one coding more bytes than a more
-  expensive one, means the assumption does not hold; the search says so and falls back to
-  the grid for that target (every value on all images, the cheapest passing one chosen).
+  probes that reached at least 2·subset images are checked: a more expensive setting
+  significantly (paired interval) worse than a cheaper one by more than the goal's margin,
+  or one coding more bytes than a more expensive one, means the assumption does not hold;
+  the search says so and falls back to the grid's rule for that target without running the
+  grid: the settings are scanned from the cheapest on (each staged, stopped early when its
+  interval excludes the goal) and the first passing on all images is chosen.
 
 Nothing is kept but rows: every probe is a set of ordinary tasks (the grid's task ids),
 and the search is a pure function of the stored rows (:func:`replay`), re-run after each
@@ -388,13 +390,30 @@ def replay(target: Target, ev: Evidence, order: Sequence[int], cfg: SearchSpec) 
                 break
             forced.add(lo)  # passed on a subset, failed on all images
         chosen = None if lo < 0 else lo
-        note = _monotone_violation(target, memo, order, ev, cfg)
+        widened: dict[int, int] = {}  # settings run on more images to confirm an inversion
+        while True:
+            seen = dict(widened)
+            for (index, _final), p in memo.items():
+                seen[index] = max(seen.get(index, 0), p.images)
+            note, widen = _monotone_violation(target, seen, order, ev, cfg)
+            if not widen:
+                break
+            for index in widen:
+                widened[index] = min(2 * max(1, cfg.subset), len(order))
         fallback = bool(note)
         if fallback:
-            finals = [probe(i, True) for i in range(len(settings))]
-            passing = [i for i, p in enumerate(finals) if p.decision == "pass"]
-            chosen = max(passing) if passing else None
-            note = f"bisection's assumption does not hold ({note}): all {len(settings)} settings run (grid)"
+            # The grid's rule without the grid: from the far end of the order (the cheapest
+            # setting; for a rate budget the most accurate) towards the other, the first
+            # setting that passes on all images. Settings whose interval already excludes the
+            # goal on a subset stop there, as in bisection.
+            chosen = None
+            for i in reversed(range(len(settings))):
+                if probe(i, False).decision == "pass" and probe(i, True).decision == "pass":
+                    chosen = i
+                    break
+            scanned = len(settings) - (0 if chosen is None else chosen)
+            note = f"bisection's assumption does not hold ({note}): {scanned} of {len(settings)} settings scanned " \
+                   f"from the {'cheapest' if target.goal.bpp is None else 'most accurate'} on"
         elif chosen is None:
             note = "no setting meets the goal"
         elif chosen == len(settings) - 1:
@@ -415,43 +434,42 @@ def replay(target: Target, ev: Evidence, order: Sequence[int], cfg: SearchSpec) 
     )
 
 
-def _monotone_violation(target: Target, memo: Mapping[tuple[int, bool], Probe], order: Sequence[int], ev: Evidence,
-                        cfg: SearchSpec) -> str:
-    """Why the probes contradict monotonicity ('' when they do not). Only differences larger
-    than the goal's margin count, so noise far below what the goal can resolve is ignored."""
+def _monotone_violation(target: Target, seen: Mapping[int, int], order: Sequence[int], ev: Evidence,
+                        cfg: SearchSpec) -> tuple[str, tuple[int, ...]]:
+    """Why the probes contradict monotonicity ('' when they do not), and the settings to
+    widen before it can be told. ``seen``: images each probed setting ran on (its index in
+    the order → count). Only differences larger than the goal's margin count, so noise far
+    below what the goal can resolve is ignored; an accuracy inversion seen on fewer than
+    2·subset images is noise too often (the first stage's few images), so its two settings
+    are widened to 2·subset images and it counts only if it is still there."""
     settings = target.order
-    seen: dict[int, int] = {}
-    for (index, _final), p in memo.items():
-        seen[index] = max(seen.get(index, 0), p.images)
-    indices = sorted(seen)
-    # in cost order, most accurate first
-    cost = sorted(indices, key=lambda i: target.settings.index(settings[i]))
-    pairs = [(a, b) for k, a in enumerate(cost) for b in cost[k + 1:]]
-    for a, b in pairs:
-        n = min(seen[a], seen[b])
-        ids = list(order[:n])
-        sa, sb = target.settings[target.settings.index(settings[a])], target.settings[target.settings.index(settings[b])]
-        fa = ev.get(target.model, target.variant, target.split, sa, ids)
-        fb = ev.get(target.model, target.variant, target.split, sb, ids)
-        bytes_a, bytes_b = sum(fa[i][1] for i in ids), sum(fb[i][1] for i in ids)
-        label_a = f"{target.param}={sa.params[target.param]}"
-        label_b = f"{target.param}={sb.params[target.param]}"
-        if bytes_b > bytes_a:
-            return f"{label_b} codes more bytes than {label_a} on {n} images"
-        if target.goal.bpp is not None:
-            continue
-        da, db = _dets(fa), _dets(fb)
-        if da is None or db is None:
-            continue
-        if target.goal.of == "remote" or ev.gt is None:
-            continue
-        iv = paired_delta(ev.gt, da, db, ids, metric=target.goal.metric, level=cfg.level, resamples=cfg.resamples,
-                          seed=cfg.seed)
-        margin = max(float(target.goal.within or 0.0), 0.1)
-        if iv.high < -margin:
-            return (f"{label_a} is {-iv.estimate:.1f} AP points below the cheaper {label_b} on {n} images "
-                    f"(paired interval {iv.low:+.1f} … {iv.high:+.1f})")
-    return ""
+    position = {i: target.settings.index(settings[i]) for i in seen}
+    cost = sorted(seen, key=position.__getitem__)  # most accurate first
+    enough = min(2 * max(1, cfg.subset), len(order))
+    for k, a in enumerate(cost):
+        for b in cost[k + 1:]:
+            n = min(seen[a], seen[b])
+            ids = list(order[:n])
+            sa, sb = settings[a], settings[b]
+            fa = ev.get(target.model, target.variant, target.split, sa, ids)
+            fb = ev.get(target.model, target.variant, target.split, sb, ids)
+            label_a = f"{target.param}={sa.params[target.param]}"
+            label_b = f"{target.param}={sb.params[target.param]}"
+            if sum(fb[i][1] for i in ids) > sum(fa[i][1] for i in ids):  # bytes: no noise to wait out
+                return f"{label_b} codes more bytes than {label_a} on {n} images", ()
+            if target.goal.bpp is not None or target.goal.of == "remote" or ev.gt is None:
+                continue
+            da, db = _dets(fa), _dets(fb)
+            if da is None or db is None:
+                continue
+            iv = paired_delta(ev.gt, da, db, ids, metric=target.goal.metric, level=cfg.level,
+                              resamples=cfg.resamples, seed=cfg.seed)
+            if iv.high < -max(float(target.goal.within or 0.0), 0.1):
+                if n < enough:
+                    return "", (a, b)
+                return (f"{label_a} is {-iv.estimate:.1f} AP points below the cheaper {label_b} on {n} images "
+                        f"(paired interval {iv.low:+.1f} … {iv.high:+.1f})"), ()
+    return "", ()
 
 
 # ----------------------------------------------------------------------------- summary
