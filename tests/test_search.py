@@ -188,6 +188,25 @@ def test_an_inversion_on_the_first_stage_is_confirmed_on_more_images_before_the_
     assert outcome.chosen == grid == -38, deltas
 
 
+@pytest.mark.parametrize("damage", [0.3, 0.5])
+def test_no_setting_meets_the_goal_only_when_the_most_accurate_fails_on_all_images(damage):
+    # On a first stage of 2 images both happen to lose accuracy at QP -38 (its interval
+    # there excludes the goal of 5 points); on all images it meets it. "None" would be
+    # wrong: the grid picks QP -38.
+    cfg = CFG.model_copy(update={"subset": 2})
+    order = image_order(list(range(1, N_IMAGES + 1)), cfg.seed)
+    curve = Curve([0, 6, 8, 10, 12, 14, 16, 18], goal=SearchGoal(within=5.0))
+    worse = _detections(curve.base, damage)
+    s38 = curve.settings[0]
+    curve.dets[s38] = {i: worse[i] if i in order[:2] else d for i, d in curve.dets[s38].items()}
+    outcome = curve.search(cfg)
+    grid, deltas = curve.grid_choice(5.0)
+    early = [p for p in outcome.probes if p.value == -38 and p.images == 2]
+    assert early and early[0].decision == "fail" and early[0].high < -5.0, outcome.probes  # the subset said no
+    assert outcome.chosen == grid == -38, deltas
+    assert outcome.probe.images == N_IMAGES and outcome.note != "no setting meets the goal"
+
+
 def test_bytes_not_falling_with_qp_is_a_violation_too():
     coded = [1000, 900, 800, 700, 600, 500, 400, 300]
     coded[3] = 2000  # QP -14 codes more than QP -38

@@ -11,7 +11,8 @@ values listed under ``codecs`` (most accurate first, cheapest last):
   → it passes (bisection moves on). On all images the point estimate decides, which is
   the rule the full grid applies, so both pick the same setting.
 - The final candidate is always widened to all images; if it then fails, bisection
-  continues below it.
+  continues below it. "No setting meets the goal" is decided the same way: the most
+  accurate setting fails on all images.
 - Bisection assumes accuracy falls and bytes fall along the order. After it converges the
   probes that reached at least 2·subset images are checked: a more expensive setting
   significantly (paired interval) worse than a cheaper one by more than the goal's margin,
@@ -386,7 +387,14 @@ def replay(target: Target, ev: Evidence, order: Sequence[int], cfg: SearchSpec) 
                     lo = mid
                 else:
                     hi = mid
-            if lo < 0 or probe(lo, True).decision == "pass":
+            if lo < 0:
+                # "no setting meets the goal" is an answer too, so it is decided where the grid
+                # decides it: the most accurate setting on all images (on a small first stage
+                # its interval may exclude the goal by chance)
+                if probe(0, True).decision == "pass":
+                    lo = 0
+                break
+            if probe(lo, True).decision == "pass":
                 break
             forced.add(lo)  # passed on a subset, failed on all images
         chosen = None if lo < 0 else lo
