@@ -7,8 +7,8 @@ grid was run on after the search, re-using its rows):
 
 SEARCH_SPEC is the spec with the `search:` section (its goal and settings define what the grid
 picks: the cheapest value whose ΔAP on all images meets the goal). Without GRID_RESULTS only
-the search's side is printed. Wall times come from the `wall_s=` lines of the logs given with
---search-log / --grid-log, if any.
+the search's side is printed. Wall times come from the `wall_s=` lines (else the sweep's own `run now in S s`) of the
+logs given with --search-log / --grid-log, if any.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ sys.path.insert(0, str(ROOT))
 def wall(log: str | None) -> str:
     if not log or not Path(log).exists():
         return "-"
-    found = re.findall(r"wall_s=(\d+)", Path(log).read_text(errors="replace"))
-    return f"{sum(int(x) for x in found)} s" if found else "-"
+    text = Path(log).read_text(errors="replace")
+    # a wrapper's `wall_s=N` lines, else the sweep's own "(N run now in S s)"
+    found = re.findall(r"wall_s=(\d+)", text) or re.findall(r"run now in ([\d.]+) s\)", text)
+    return f"{sum(float(x) for x in found):.0f} s" if found else "-"
 
 
 def main() -> int:
@@ -55,16 +57,15 @@ def main() -> int:
     ids = [r.image_id for r in plan.records]
     print(f"search: {summary.get('tasks_run', 0)} tasks of {summary.get('grid_tasks', len(plan.tasks))} "
           f"({summary.get('state', 'not run')}), wall {wall(args.search_log)}; grid wall {wall(args.grid_log)}")
-    print(f"{'split':>5} {'search':>8} {'ΔAP search [95%]':>24} {'grid':>6} {'ΔAP grid [95%]':>24} {'tasks':>9}  note")
+    print(f"{'split':>5} {'search':>8} {'ΔAP search [95%]':>24} {'grid':>6} {'ΔAP grid [95%]':>24} {'tasks':>9}  agree  note")
     for target in targets_for(plan, spec.search):
         key = (target.model, target.variant, target.split, target.codec)
         s = by_split.get(key, {})
         chosen = "-" if s.get("chosen") is None else f"{s['chosen']:g}"
         s_iv = "" if s.get("estimate") is None else f"{s['estimate']:+.2f} [{s['low']:+.2f}, {s['high']:+.2f}]"
-        g_text, g_iv = "?", ""
+        g_text, g_iv, best = "?", "", None
         if grid is not None:
             base = {i: grid.rows.get((target.model, target.variant, -1, BASELINE, i), (None, 0))[0] for i in ids}
-            best = None
             for setting in target.settings:
                 found = [grid.rows.get((target.model, target.variant, target.split, setting, i)) for i in ids]
                 if any(f is None or f[0] is None for f in found) or any(b is None for b in base.values()):
@@ -81,7 +82,11 @@ def main() -> int:
             elif g_text != "incomplete":
                 g_text = "-"
         tasks = f"{s.get('tasks', 0)}/{s.get('grid_tasks', 0)}"
-        print(f"{target.split:>5} {chosen:>8} {s_iv:>24} {g_text:>6} {g_iv:>24} {tasks:>9}  {s.get('note', '')}")
+        agree = ""
+        if best is not None and s.get("chosen") is not None:
+            overlap = s["low"] is not None and s["low"] <= best[1].high and best[1].low <= s["high"]
+            agree = "same" if s["chosen"] == best[0] else ("intervals overlap" if overlap else "DIFFERENT")
+        print(f"{target.split:>5} {chosen:>8} {s_iv:>24} {g_text:>6} {g_iv:>24} {tasks:>9}  {agree}  {s.get('note', '')}")
     return 0
 
 
