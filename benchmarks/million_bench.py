@@ -17,10 +17,6 @@ to the first progress line, printed once the first work units are handed to Ray,
 stopped; ``resume`` is ``run`` again on the store where every task is stored, to its
 ``resume: N of N tasks already stored`` line (plan, task ids read back from plan.parquet,
 Ray start, the stored rows' task-id columns), then stopped.
-
-``--ray running`` measures ``run`` and ``resume`` against a Ray that is already up (``ray
-start --head`` first, as on a cluster made with ``ray up``; stopped at the end), which
-separates the driver's own time from Ray's start-up (6–10 s on 2 vCPUs).
 """
 
 from __future__ import annotations
@@ -68,14 +64,9 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "orchestrator", *args]
 
 
-RAY_ADDRESS: str | None = None  # --ray running: the address of the Ray started for the measurement
-
-
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PYTHONPATH", str(ROOT))
-    if RAY_ADDRESS:
-        env["RAY_ADDRESS"] = RAY_ADDRESS
     return env
 
 
@@ -90,23 +81,6 @@ def fresh_spec(spec: Path) -> Path:
     assert str(fresh) in text, "the spec's output line was not found"
     out.write_text(text)
     return out
-
-
-def start_ray(cpus: int) -> str:
-    """``ray start --head`` on 127.0.0.1; its GCS address."""
-    ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, "start", "--head", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1",
-                    "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True)  # fmt: skip
-    import json as _json
-
-    info = subprocess.run([sys.executable, "-c", "import ray; ray.init(address='auto', logging_level='ERROR'); "
-                           "import json; print(json.dumps(ray.get_runtime_context().gcs_address))"],
-                          check=True, capture_output=True, text=True)  # fmt: skip
-    return _json.loads(info.stdout.strip().splitlines()[-1])
-
-
-def stop_ray() -> None:
-    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -217,20 +191,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=["validate", "plan", "run", "status", "resume"],
                         default=["validate", "plan", "run", "status", "resume"])  # fmt: skip
     parser.add_argument("--trace", action="store_true", help="show each line the CLI prints, with its time")
-    parser.add_argument("--ray", choices=["local", "running"], default="local",
-                        help="run/resume start their own local Ray (default) or join one started first")
     args = parser.parse_args()
-    global TRACE, RAY_ADDRESS
+    global TRACE
     TRACE = args.trace
-    spec = write_inputs(args.dir)
-    if args.ray == "running":
-        RAY_ADDRESS = start_ray(cpus=os.cpu_count() or 1)
-        print(f"joining the Ray started first at {RAY_ADDRESS}", flush=True)
-    try:
-        measure(args, spec)
-    finally:
-        if RAY_ADDRESS:
-            stop_ray()
+    measure(args, write_inputs(args.dir))
 
 
 def measure(args, spec: Path) -> None:
