@@ -14,11 +14,12 @@ values listed under ``codecs`` (most accurate first, cheapest last):
   continues below it. "No setting meets the goal" is decided the same way: the most
   accurate setting fails on all images.
 - Bisection assumes accuracy falls and bytes fall along the order. After it converges the
-  probes that reached at least 2·subset images are checked: a more expensive setting
+  probes are checked (an accuracy inversion seen on fewer than 2·subset images is first
+  widened to 2·subset and counts only if it stays): a more expensive setting
   significantly (paired interval) worse than a cheaper one by more than the goal's margin,
   or one coding more bytes than a more expensive one, means the assumption does not hold;
-  the search says so and falls back to the grid's rule for that target without running the
-  grid: the settings are scanned from the cheapest on (each staged, stopped early when its
+  the search says so and falls back to the grid's rule for that target without running
+  the grid: the settings are scanned from the cheapest on (each staged, stopped early when its
   interval excludes the goal) and the first passing on all images is chosen.
 
 Nothing is kept but rows: every probe is a set of ordinary tasks (the grid's task ids),
