@@ -369,6 +369,8 @@ def run_units(
         writer.close()
         if keep is None or not finished:  # stopped by an error or Ctrl-C: nothing may keep running
             _kill(slots)
+            if keep is not None:
+                keep.slots = []  # killed: a later call starts new ones
         stats.seconds = time.monotonic() - start
     return stats
 
