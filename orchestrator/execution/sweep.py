@@ -37,7 +37,7 @@ from orchestrator.results.store import ResultsStore
 from tasks.errors import SpecError
 from tasks.work import INPUT_SPLIT, NO_SPLIT
 
-__all__ = ["SweepOptions", "SweepResult", "SweepRun", "Terminated", "run_sweep", "evaluation_mode", "write_plan", "reuse_stored_ids"]  # the last two: re-exported from results.planfile
+__all__ = ["SweepOptions", "SweepResult", "SweepRun", "Terminated", "run_sweep", "evaluation_mode"]
 
 SELECTION_FILE = "selection.json"
 

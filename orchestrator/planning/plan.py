@@ -658,7 +658,6 @@ class Plan:
         return table.replace_schema_metadata({PLAN_DIGEST_KEY: self.digest})
 
 
-
 def build_plan(spec: Spec, *, fetch_assets: bool = True, dataset: Dataset | None = None) -> Plan:
     """Everything `validate` and `plan` need; no Ray. Raises the first user error found."""
     written = _codec_settings(spec)
