@@ -62,8 +62,16 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from orchestrator.data.datasets import ImageRecord
-from orchestrator.reporting.intervals import ImageEvaluation, bootstrap_ap, evaluate_images, paired_delta
-from orchestrator.results.reading import ResultsStore, detections_by_row, latest_rows, open_results, row_keys
+from orchestrator.reporting import fastcoco
+from orchestrator.reporting.fastcoco import FlatDetections
+from orchestrator.reporting.intervals import (
+    ImageEvaluation,
+    evaluate_images,
+    interval_from_resamples,
+    paired_delta,
+    resample_counts,
+)
+from orchestrator.results.reading import ResultsStore, detection_arrays, latest_rows, open_results, row_keys
 from orchestrator.results.schema import (
     BASELINE_CODEC,
     BASELINE_SPLIT,
@@ -75,7 +83,7 @@ from orchestrator.results.schema import (
     setting_label,
 )
 from tasks.errors import ResultsError
-from tasks.metrics import CocoMetrics, GroundTruth, coco_metrics, matched_iou, reference_ground_truth
+from tasks.metrics import GroundTruth, reference_ground_truth
 from tasks.rows import Detections
 
 __all__ = ["REPORT_FILE", "REPORT_COLUMNS", "MPEG_COLUMNS", "CSV_FLOAT_FORMAT", "mpeg_columns", "ReportResult",
@@ -191,25 +199,26 @@ def mpeg_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 
-def _score(gt: GroundTruth, dets_by_image: Mapping[int, Detections], image_ids: Iterable[int]) -> CocoMetrics:
-    """COCO bbox metrics (fractions 0–1, NaN where undefined) of ``dets_by_image`` on ``image_ids``.
-
-    Detections of categories the ground truth does not list are left out, as pycocotools
-    does: an annotation file of persons only scores a COCO-80 detector on persons.
-    """
-    return coco_metrics(gt, dets_by_image, image_ids=image_ids, unknown_categories="ignore")
+_NO_DETECTIONS = FlatDetections(np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                                np.zeros(0, np.int32))
 
 
 def _score_with_intervals(
-    gt: GroundTruth, dets_by_image: Mapping[int, Detections], image_ids: np.ndarray, miou_threshold: float
-) -> tuple[CocoMetrics, float, ImageEvaluation, dict[str, tuple[float, float]]]:
-    """:func:`_score`, mIoU, the per-image evaluation and the bootstrap intervals of one
-    configuration (one picklable call, for the process pool)."""
-    metrics = _score(gt, dets_by_image, image_ids)
-    miou = matched_iou(gt, dets_by_image, image_ids, score_threshold=miou_threshold)
-    evaluation = evaluate_images(gt, dets_by_image, image_ids, miou_threshold=miou_threshold)
-    intervals = bootstrap_ap(evaluation, metrics=INTERVAL_METRICS) if len(image_ids) else {}
-    return metrics, miou, evaluation, {m: (iv.low, iv.high) for m, iv in intervals.items()}
+    gt: GroundTruth, dets: FlatDetections, image_ids: np.ndarray, miou_threshold: float
+) -> tuple[ImageEvaluation, dict[str, tuple[float, float]], np.ndarray]:
+    """One configuration's COCO stats and mIoU (``evaluation.coco``, ``.miou``: one compiled
+    pass, orchestrator.reporting.fastcoco), its bootstrap intervals, and AP on each
+    resample (kept: a paired ΔAP on the same images reuses it). One picklable call, for
+    the process pool."""
+    evaluation = evaluate_images(gt, dets, image_ids, miou_threshold=miou_threshold)
+    n = len(evaluation.image_ids)
+    if not n:
+        return evaluation, {}, np.zeros(0)
+    values = evaluation.metrics(resample_counts(n), INTERVAL_METRICS)
+    coco = evaluation.coco
+    estimates = {"ap": 100.0 * coco.ap, "ap50": 100.0 * coco.ap50, "miou": 100.0 * evaluation.miou}
+    intervals = {m: interval_from_resamples(estimates[m], values[m], n_images=n) for m in INTERVAL_METRICS}
+    return evaluation, {m: (iv.low, iv.high) for m, iv in intervals.items()}, values["ap"]
 
 
 def _digest(*parts: object) -> str:
@@ -304,8 +313,8 @@ def _config_filter(configs: pd.DataFrame) -> ds.Expression:
 
 def _read_detections(
     store: ResultsStore, configs: pd.DataFrame, wanted: Sequence[int], ok: pd.DataFrame
-) -> dict[int, dict[int, Detections]]:
-    """Detections of the winning ok rows of the ``wanted`` configurations, by image id."""
+) -> dict[int, FlatDetections]:
+    """Detections of the winning ok rows of the ``wanted`` configurations, as flat arrays."""
     if not wanted:
         return {}
     filt = pc.field("status") == "ok"
@@ -321,12 +330,16 @@ def _read_detections(
     cfg = ok["cfg"].to_numpy()[position[hit]]
     keep = np.isin(cfg, np.asarray(list(wanted)))
     hit, cfg = hit[keep], cfg[keep]
+    order = np.argsort(cfg, kind="stable")
+    hit, cfg = hit[order], cfg[order]
     picked = table.take(pa.array(hit, pa.int64()))
-    dets = detections_by_row(picked.column("detections"))
-    image_ids = picked.column("image_id").to_numpy()
-    out: dict[int, dict[int, Detections]] = {int(c): {} for c in wanted}
-    for c, image_id, d in zip(cfg.tolist(), image_ids.tolist(), dets):
-        out[c][image_id] = d
+    lengths, boxes, scores, cats = detection_arrays(picked.column("detections"))
+    image_ids = np.repeat(picked.column("image_id").to_numpy().astype(np.int64), lengths)
+    det_cfg = np.repeat(cfg, lengths)
+    out: dict[int, FlatDetections] = {}
+    for c in wanted:
+        a, b = np.searchsorted(det_cfg, [c, c + 1])
+        out[int(c)] = FlatDetections(image_ids[a:b], boxes[a:b], scores[a:b], cats[a:b])
     return out
 
 
@@ -381,8 +394,7 @@ def build_report(
     ap_ids, delta_ids = job.carry_over(_load_previous(store, report_path, force=force))
     job.read(ap_ids, delta_ids)
     job.score(ap_ids, workers=workers)
-    for c in delta_ids:
-        job.compare(c)
+    job.compare_all(delta_ids)
 
     table = _finish(configs)
     if save:
@@ -412,9 +424,9 @@ class _Rescore:
         self.reference = store.meta.evaluation == "reference"
         self.gt_by_model: dict[str, GroundTruth] = {}
         self.gt_images: dict[str, np.ndarray] = {}
-        self.dets: dict[int, dict[int, Detections]] = {}
-        self._baseline_cache: dict[tuple[int, str], float] = {}
+        self.dets: dict[int, FlatDetections] = {}
         self.evaluations: dict[int, ImageEvaluation] = {}
+        self.resampled_ap: dict[int, np.ndarray] = {}  # AP on each resample of all scored images
 
         # What a score depends on: the configuration's rows and its model's ground truth;
         # a delta also on the baseline's score.
@@ -492,7 +504,7 @@ class _Rescore:
                     continue
                 ids = self._images(ref)
                 self.gt_by_model[m] = _reference_ground_truth(
-                    self.dets[ref],
+                    self.dets[ref].by_image(),
                     dict(zip(ids.tolist(), zip(sizes["image_width"].reindex(ids), sizes["image_height"].reindex(ids)))),
                     self.store.meta.reference_score_threshold,
                 )
@@ -516,7 +528,7 @@ class _Rescore:
         """COCO AP of each configuration on every image it finished (and the GT holds);
         with ``workers`` > 1 configurations are scored in that many processes."""
         configs = self.configs
-        jobs: list[tuple[int, GroundTruth, Mapping[int, Detections], np.ndarray]] = []
+        jobs: list[tuple[int, GroundTruth, FlatDetections, np.ndarray]] = []
         for c in ap_ids:
             gt = self.gt_by_model.get(configs.at[c, "model"])
             ids = self._scored_images(c)
@@ -531,24 +543,27 @@ class _Rescore:
                     ReportWarning,
                     stacklevel=3,
                 )
-            jobs.append((c, gt, self.dets.get(c, {}), ids))
+            jobs.append((c, gt, self.dets.get(c, _NO_DETECTIONS), ids))
         threshold = self.miou_threshold
         if workers > 1 and len(jobs) > 1:
             # fork, not spawn: spawn re-runs the caller's main module (a script or
             # `python -m orchestrator` without a main guard). The children only run
-            # pycocotools and numpy, never Arrow, whose thread pools fork does not copy.
+            # numpy and the compiled COCO kernels, never Arrow, whose thread pools fork does not copy.
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
             context = multiprocessing.get_context(method)
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
+                                     initializer=fastcoco.set_threads, initargs=(1,)) as pool:
                 results = list(pool.map(_score_with_intervals, *zip(*(job[1:] for job in jobs)),
                                         [threshold] * len(jobs)))
         else:
             results = [_score_with_intervals(gt, dets, ids, threshold) for _, gt, dets, ids in jobs]
-        for (c, _gt, _dets, _ids), (metrics, miou, evaluation, intervals) in zip(jobs, results):
+        for (c, _gt, _dets, _ids), (evaluation, intervals, resampled_ap) in zip(jobs, results):
+            metrics = evaluation.coco
             for column in METRIC_COLUMNS:
                 configs.at[c, column] = 100.0 * getattr(metrics, column)
-            configs.at[c, "miou"] = 100.0 * miou
+            configs.at[c, "miou"] = 100.0 * evaluation.miou
             self.evaluations[c] = evaluation
+            self.resampled_ap[c] = resampled_ap
             for m, (low, high) in intervals.items():
                 configs.at[c, f"{m}_low"], configs.at[c, f"{m}_high"] = low, high
 
@@ -561,38 +576,63 @@ class _Rescore:
         """The per-image evaluation of ``c`` on its scored images (made once per build)."""
         if c not in self.evaluations:
             gt = self.gt_by_model[self.configs.at[c, "model"]]
-            self.evaluations[c] = evaluate_images(gt, self.dets[c], self._scored_images(c),
+            self.evaluations[c] = evaluate_images(gt, self.dets.get(c, _NO_DETECTIONS), self._scored_images(c),
                                                   miou_threshold=self.miou_threshold)
         return self.evaluations[c]
 
-    def compare(self, c: int) -> None:
-        """AP of ``c`` against its unsplit, uncoded baseline on the images both finished."""
+    def _resampled_ap(self, c: int) -> np.ndarray:
+        """AP of ``c`` on each of the report's resamples of its scored images."""
+        if c not in self.resampled_ap:
+            ev = self._evaluation(c)
+            self.resampled_ap[c] = ev.metrics(resample_counts(len(ev.image_ids)), ("ap",))["ap"]
+        return self.resampled_ap[c]
+
+    def _ap_on(self, c: int, images: np.ndarray) -> float:
+        """AP (points) of ``c`` on a subset of its scored images: the evaluation re-accumulated
+        with those images weighted 1, the others 0 (COCO on that subset)."""
+        ev = self._evaluation(c)
+        weights = np.zeros((1, len(ev.image_ids)))
+        weights[0, ev.positions(images)] = 1.0
+        return float(ev.metrics(weights, ("ap",))["ap"][0])
+
+    def compare_all(self, ids: Sequence[int]) -> None:
+        """:meth:`compare` for each of ``ids``, written into the table column by column."""
+        if not len(ids):
+            return
+        columns = ["ap_uncompressed", "delta_ap", "n_common", *DELTA_INTERVAL_COLUMNS]
+        values = np.array([self.compare(c) for c in ids], np.float64).reshape(len(ids), len(columns))
+        index = pd.Index(ids)
+        for k, column in enumerate(columns):
+            self.configs.loc[index, column] = values[:, k]
+
+    def compare(self, c: int) -> tuple[float, float, int, float, float]:
+        """AP of ``c`` against its unsplit, uncoded baseline on the images both finished:
+        (ap_uncompressed, delta_ap, n_common, delta_ap_low, delta_ap_high)."""
         configs = self.configs
         b = self.baseline_of[c]
         gt = self.gt_by_model.get(configs.at[c, "model"])
-        columns = ["ap_uncompressed", "delta_ap", "n_common", *DELTA_INTERVAL_COLUMNS]
         if b is None or gt is None:
-            configs.loc[c, columns] = [np.nan, np.nan, 0, np.nan, np.nan]
-            return
+            return np.nan, np.nan, 0, np.nan, np.nan
         own = self._scored_images(c)
+        base = self._scored_images(b)
         common = own[np.isin(own, self._images(b))]
         if b == c:
-            configs.loc[c, columns] = [configs.at[c, "ap"], 0.0, len(common), 0.0, 0.0]
-            return
-        own_ap = configs.at[c, "ap"] if len(common) == len(own) else 100.0 * _score(gt, self.dets[c], common).ap
-        if len(common) == len(self._scored_images(b)):
-            base_ap = configs.at[b, "ap"]  # the baseline's own score, current: its key is part of delta_key
-        else:
-            key = (b, hashlib.sha1(common.tobytes()).hexdigest())
-            if key not in self._baseline_cache:
-                self._baseline_cache[key] = 100.0 * _score(gt, self.dets[b], common).ap
-            base_ap = self._baseline_cache[key]
-        if len(common):
-            interval = paired_delta(gt, self._evaluation(c), self._evaluation(b), common)
+            return configs.at[c, "ap"], 0.0, len(common), 0.0, 0.0
+        own_ap = configs.at[c, "ap"] if len(common) == len(own) else self._ap_on(c, common)
+        # The baseline's own score when the images are the same (current: its key is part of delta_key).
+        base_ap = configs.at[b, "ap"] if len(common) == len(base) else self._ap_on(b, common)
+        if not len(common):
+            low = high = np.nan
+        elif len(common) == len(own) == len(base):
+            # The same images on both sides, so the same resamples: the paired differences
+            # are the differences of the AP each side already has on every resample.
+            diff = self._resampled_ap(c) - self._resampled_ap(b)
+            interval = interval_from_resamples(own_ap - base_ap, diff, n_images=len(common))
             low, high = interval.low, interval.high
         else:
-            low = high = np.nan
-        configs.loc[c, columns] = [base_ap, own_ap - base_ap, len(common), low, high]
+            interval = paired_delta(gt, self._evaluation(c), self._evaluation(b), common)
+            low, high = interval.low, interval.high
+        return base_ap, own_ap - base_ap, len(common), low, high
 
 
 def _label(configs: pd.DataFrame, c: int) -> str:

@@ -24,6 +24,7 @@ __all__ = [
     "open_results",
     "latest_rows",
     "row_keys",
+    "detection_arrays",
     "detections_by_row",
     "PLAN_FILE",
     "PlanScope",
@@ -106,29 +107,34 @@ def row_keys(table: pa.Table) -> np.ndarray:
     return hashed ^ (finished.astype(np.uint64) * _FINISHED_NS_FACTOR)
 
 
+def detection_arrays(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``detections`` column flattened with Arrow kernels: per row its number of
+    detections, then all rows' boxes (N, 4) float32, scores float32 and category ids
+    int32, row after row (a null list reads as no detections)."""
+    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(lists) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
+    items = lists.flatten()
+    if not len(items):
+        return lengths, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+    # StructArray.flatten applies the array's offset and validity, unlike .field().
+    fields = dict(zip((f.name for f in items.type), items.flatten()))
+    cats, bboxes, scores = fields["category_id"], fields["bbox"], fields["score"]
+    box_len = pc.list_value_length(bboxes).to_numpy(zero_copy_only=False)
+    if not np.all(box_len == 4):
+        raise ResultsError("a detection's bbox does not have 4 numbers", key="detections")
+    boxes = bboxes.flatten().to_numpy(zero_copy_only=False).reshape(-1, 4).astype(np.float32, copy=False)
+    return (lengths, boxes, scores.to_numpy(zero_copy_only=False).astype(np.float32, copy=False),
+            cats.to_numpy(zero_copy_only=False).astype(np.int32, copy=False))
+
+
 def detections_by_row(column: pa.ChunkedArray | pa.Array) -> list[Detections]:
     """The ``detections`` column as one :class:`Detections` per row, decoded with Arrow
     kernels rather than per-record Python (a null list reads as no detections)."""
-    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(lists)
-    if n == 0:
+    lengths, boxes, scores_np, cats_np = detection_arrays(column)
+    if len(lengths) == 0:
         return []
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
-    items = lists.flatten()
-    if len(items):
-        # StructArray.flatten applies the array's offset and validity, unlike .field().
-        fields = dict(zip((f.name for f in items.type), items.flatten()))
-        cats, bboxes, scores = fields["category_id"], fields["bbox"], fields["score"]
-        box_len = pc.list_value_length(bboxes).to_numpy(zero_copy_only=False)
-        if not np.all(box_len == 4):
-            raise ResultsError("a detection's bbox does not have 4 numbers", key="detections")
-        boxes = bboxes.flatten().to_numpy(zero_copy_only=False).reshape(-1, 4)
-        scores_np = scores.to_numpy(zero_copy_only=False)
-        cats_np = cats.to_numpy(zero_copy_only=False)
-    else:
-        boxes = np.zeros((0, 4), np.float32)
-        scores_np = np.zeros(0, np.float32)
-        cats_np = np.zeros(0, np.int32)
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     return [
         Detections(boxes[a:b], scores_np[a:b], cats_np[a:b]) for a, b in zip(bounds[:-1], bounds[1:])
