@@ -1,5 +1,6 @@
-"""faster-coco-eval (the report's evaluator) gives pycocotools' COCO stats: on a synthetic
-1,000-image set with every COCO corner case, and on every configuration of a real sweep."""
+"""The report's compiled evaluator (orchestrator.reporting.fastcoco) and faster-coco-eval
+(tasks.metrics) give pycocotools' COCO stats: on a synthetic 1,000-image set with every
+COCO corner case, and on every configuration of a real sweep."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import math
 import numpy as np
 import pytest
 
+from orchestrator.reporting import fastcoco
 from orchestrator.results.reading import detections_by_row, latest_rows, open_results
-from tasks.metrics import COCO_BACKENDS, GroundTruth, coco_metrics
+from tasks.metrics import COCO_BACKENDS, GroundTruth, coco_metrics, matched_iou
 from tasks.rows import Detections
 
 STATS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100", "n_images")
@@ -74,11 +76,18 @@ def test_faster_equals_pycocotools_on_1000_synthetic_images():
     ]
     for kwargs in cases:
         fast = coco_metrics(truth, dets, **kwargs)
-        _same(fast, coco_metrics(truth, dets, backend="pycocotools", **kwargs))
+        reference = coco_metrics(truth, dets, backend="pycocotools", **kwargs)
+        _same(fast, reference)
+        if "category_ids" not in kwargs:  # the report scores every category
+            compiled = fastcoco.evaluate(truth, dets, kwargs.get("image_ids", every))
+            _same(compiled.metrics, reference)
+            ids = kwargs.get("image_ids", every)
+            assert compiled.miou == pytest.approx(matched_iou(truth, dets, ids, score_threshold=0.5), abs=1e-12)
     assert 0.05 < fast.ap < 0.95  # a number that tells a good detector from a bad one
     # No detections at all, and an image subset without any box of one size bucket.
     empty = {i: Detections.empty() for i in every[:30]}
     _same(coco_metrics(truth, empty), coco_metrics(truth, empty, backend="pycocotools"))
+    _same(fastcoco.evaluate(truth, empty, every[:30]).metrics, coco_metrics(truth, empty, backend="pycocotools"))
     assert coco_metrics(truth, empty).ap == 0.0
 
 
@@ -104,6 +113,10 @@ def test_faster_equals_pycocotools_on_every_configuration_of_a_real_sweep(sweep_
     for _, group in frame.groupby(["model", "variant", "split", "codec", "codec_params"]):
         dets = {int(i): d for i, d in zip(group["image_id"], group["dets"]) if int(i) in truth.image_ids}
         fast = coco_metrics(truth, dets, unknown_categories="ignore")
-        _same(fast, coco_metrics(truth, dets, unknown_categories="ignore", backend="pycocotools"))
+        reference = coco_metrics(truth, dets, unknown_categories="ignore", backend="pycocotools")
+        _same(fast, reference)
+        compiled = fastcoco.evaluate(truth, dets, sorted(dets))
+        _same(compiled.metrics, reference)
+        assert compiled.miou == pytest.approx(matched_iou(truth, dets, sorted(dets), score_threshold=0.5), abs=1e-12)
         compared += 1
     assert compared >= 20  # 2 variants × (1 + 3 splits × 10 settings), whatever finished
