@@ -49,7 +49,7 @@ from numba import njit
 from tasks.metrics import CocoMetrics, GroundTruth
 from tasks.rows import Detections
 
-__all__ = ["FlatDetections", "CocoEvaluation", "Packed", "evaluate", "accumulate", "pack", "set_threads",
+__all__ = ["FlatDetections", "CocoEvaluation", "Packed", "evaluate", "accumulate", "pack", "set_threads", "weighted_sums",
            "IOU_THRESHOLDS", "RECALL_THRESHOLDS", "AREA_RANGES", "MAX_DETS"]
 
 # pycocotools' Params (bbox): the same expressions, so the same floating-point values.
@@ -341,6 +341,26 @@ def _accumulate(counts, cat_off, img, tpm, fpm, plain, agg_off, agg_img, agg_tp,
                         above = lower
                 ap[b, t] += area / n_rec
     return ap, recall, valid
+
+
+@njit(cache=True, nogil=True)
+def _weighted_sums(counts, values):
+    """counts @ values in float64 for every row, without a float64 copy of ``counts``."""
+    out = np.zeros(counts.shape[0])
+    for b in range(counts.shape[0]):
+        total = 0.0
+        for i in range(counts.shape[1]):
+            total += counts[b, i] * values[i]
+        out[b] = total
+    return out
+
+
+def weighted_sums(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Σ_i counts[b, i] · values[i] for each row b (float64)."""
+    counts = np.ascontiguousarray(np.atleast_2d(counts))
+    if counts.dtype not in (np.float64, np.float32):
+        counts = counts.astype(np.float64)
+    return _weighted_sums(counts, np.ascontiguousarray(values, np.float64))
 
 
 @njit(cache=True, nogil=True)

@@ -146,7 +146,7 @@ class ImageEvaluation:
     def metrics(self, counts: np.ndarray, names: Sequence[str] = ("ap",)) -> dict[str, np.ndarray]:
         """Each metric (points, 0–100; NaN where undefined) for each row of ``counts``
         (resamples × n_images: how often each image is in that multiset)."""
-        counts = np.atleast_2d(np.asarray(counts, np.float64))
+        counts = np.atleast_2d(np.asarray(counts))
         if counts.shape[1] != len(self.image_ids):
             raise ValueError(f"counts has {counts.shape[1]} columns, the evaluation {len(self.image_ids)} images")
         unknown = set(names) - set(INTERVAL_METRICS)
@@ -162,9 +162,10 @@ class ImageEvaluation:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[name] = np.where(n > 0, 100.0 * sums[:, sl].sum(axis=1) / np.maximum(n, 1), np.nan)
         if "miou" in names:
-            boxes = counts @ self.gt_count
+            boxes = fastcoco.weighted_sums(counts, self.gt_count)
+            iou = fastcoco.weighted_sums(counts, self.iou_sum)
             with np.errstate(invalid="ignore", divide="ignore"):
-                out["miou"] = np.where(boxes > 0, 100.0 * (counts @ self.iou_sum) / np.maximum(boxes, 1), np.nan)
+                out["miou"] = np.where(boxes > 0, 100.0 * iou / np.maximum(boxes, 1), np.nan)
         return out
 
 
