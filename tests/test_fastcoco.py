@@ -120,3 +120,14 @@ def test_weights_equal_duplicated_images():
     # copies of one detection together (an AP difference of ~1e-4 on this data with ties).
     assert ap[0].sum() / (valid[0] * 10) == pytest.approx(ref.ap, abs=1e-12)
     assert ap[0, 0] / valid[0] == pytest.approx(ref.ap50, abs=1e-12)
+
+
+def test_threads_split_resamples_without_changing_them():
+    gt, dets = _hard_case(40, 8, crowd=0.2)
+    ev = evaluate(gt, dets, sorted(gt.image_ids))
+    counts = np.random.default_rng(0).multinomial(40, np.full(40, 1 / 40), size=300).astype(np.float32)
+    one = accumulate(ev.matches, counts, threads=1)
+    three = accumulate(ev.matches, counts, threads=3)
+    for a, b in zip(one, three):
+        assert np.array_equal(a, b)
+    assert one[0].shape == (300, 10) and len(np.unique(one[0][:, 0])) > 10  # resamples differ

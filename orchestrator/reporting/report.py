@@ -90,7 +90,8 @@ __all__ = ["REPORT_FILE", "REPORT_COLUMNS", "MPEG_COLUMNS", "CSV_FLOAT_FORMAT", 
            "ReportWarning", "build_report", "load_report", "with_kbps", "with_rates"]
 
 # Bump when scoring changes meaning: stored scores of an older format are recomputed.
-REPORT_FORMAT = 4  # 2: ratio and saving against float32_bytes; 3: miou; 4: bootstrap intervals
+REPORT_FORMAT = 5  # 2: ratio and saving against float32_bytes; 3: miou; 4: bootstrap intervals;
+# 5: intervals from exact (float64) resampled accumulation and resamples drawn as image indices
 REFERENCE_VARIANT = "fp32"
 MIOU_THRESHOLD = 0.5  # miou's detection threshold in ground-truth evaluation (the reference default)
 
@@ -368,7 +369,8 @@ def build_report(
 
     Only configurations whose rows or ground truth changed since the stored report are
     re-scored (all of them with ``force``); ``workers`` > 1 scores them in that many
-    processes (pycocotools is single-threaded Python and dominates a cold build). With
+    processes (each then runs the bootstrap kernel on one thread; with 1, the kernel's
+    threads use every CPU). With
     ``save`` the table is written to ``RESULTS/report/configs.parquet`` atomically.
     ``task_ids`` keeps only those tasks' rows (the current plan: results.plan_scope).
     """
