@@ -89,6 +89,8 @@ def test_no_detections_and_no_images():
     assert empty.miou == 0.0
     none = evaluate(gt, {}, [])
     assert np.isnan(none.metrics.ap) and none.metrics.n_images == 0
+    ap, _, valid = accumulate(none.matches, np.ones((3, 0)))  # resampling no images: nothing valid
+    assert ap.shape == (3, 10) and not valid.any()
 
 
 def test_weights_equal_duplicated_images():

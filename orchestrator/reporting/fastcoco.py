@@ -547,7 +547,7 @@ def evaluate(
     n_img = len(ids)
     nan = math.nan
     if not n_img:
-        return CocoEvaluation(ids, CocoMetrics(nan, nan, nan, nan, nan, nan, nan, 0), nan, (), np.zeros(0),
+        return CocoEvaluation(ids, CocoMetrics(nan, nan, nan, nan, nan, nan, nan, 0), nan, pack([]), np.zeros(0),
                               np.zeros(0))
     # Category positions: the GT's list first (COCO evaluates those), then any other id
     # seen (such boxes and detections count only in mIoU).
@@ -597,7 +597,6 @@ def evaluate(
     cat_off = np.searchsorted(acc_cat, np.arange(n_known + 1)).astype(np.int64)
     g_known = g_cat < n_known
     sums = {}
-    packs = []
     for a in range(len(AREA_RANGES)):
         regular = g_known & (gt_ign[a] == 0)
         key, n_boxes = np.unique(g_cat[regular] * n_img + g_img[regular], return_counts=True)
@@ -608,7 +607,8 @@ def evaluate(
         )
         ap, rec, valid = accumulate(packed, np.ones((1, n_img)))
         sums[a] = (ap[0], rec[0], valid[0])
-        packs.append(packed)
+        if a == 0:
+            matches = _trim(packed)  # area "all": what the bootstrap resamples
 
     def mean(a: int, t: slice, recall: bool = False) -> float:
         ap, rec, valid = sums[a]
@@ -623,7 +623,7 @@ def evaluate(
     )
     boxes = gt_count.sum()
     miou = float(iou_sum.sum() / boxes) if boxes > 0 else nan
-    return CocoEvaluation(ids, metrics, miou, _trim(packs[0]), iou_sum, gt_count)
+    return CocoEvaluation(ids, metrics, miou, matches, iou_sum, gt_count)
 
 
 def _trim(packed: Packed) -> Packed:
