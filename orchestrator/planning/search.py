@@ -319,10 +319,7 @@ def _versus_anchor(target: Target, dets: Mapping[int, Detections], bpp: float, i
     metric = target.goal.metric
 
     def values(e, counts):
-        pos = e.positions(ids)
-        c = np.zeros((counts.shape[0], len(e.image_ids)))
-        c[:, pos] = counts
-        return e.metrics(c, (metric,))[metric]
+        return e.metrics(e.weights(ids, counts), (metric,))[metric]
 
     def delta(counts):
         anchor = (1 - w) * values(evaluations[k], counts) + w * values(evaluations[k + 1], counts)

@@ -72,11 +72,14 @@ class FlatDetections:
     category_ids: np.ndarray
 
     @classmethod
+    def empty(cls) -> FlatDetections:
+        return cls(np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    @classmethod
     def from_mapping(cls, detections: Mapping[int, Detections]) -> FlatDetections:
         items = [(int(i), d) for i, d in detections.items() if len(d)]
         if not items:
-            return cls(np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                       np.zeros(0, np.int64))
+            return cls.empty()
         return cls(
             np.concatenate([np.full(len(d), i, np.int64) for i, d in items]),
             np.concatenate([d.boxes for _, d in items]).astype(np.float32, copy=False),
@@ -121,7 +124,6 @@ class CocoEvaluation:
 class _TruthArrays:
     """A GroundTruth's annotations as arrays, sorted by (image, category), file order within."""
 
-    image_ids: np.ndarray  # sorted ids of the GT's images
     cat_ids: np.ndarray  # the categories COCO evaluates (the GT's list), sorted
     img: np.ndarray  # per annotation: image id
     cat: np.ndarray  # category id
@@ -145,7 +147,6 @@ def _truth_arrays(gt: GroundTruth) -> _TruthArrays:
     crowd = np.fromiter((1 if a.get("iscrowd") else 0 for a in anns), np.uint8, len(anns))
     order = np.lexsort((cat, img))  # stable: file order within (image, category), as imgToAnns
     arrays = _TruthArrays(
-        image_ids=np.array(sorted(gt.image_ids), np.int64),
         cat_ids=np.array(sorted(gt.category_ids), np.int64),
         img=img[order], cat=cat[order], box=box[order], area=area[order], crowd=crowd[order],
     )
@@ -357,10 +358,15 @@ def _weighted_sums(counts, values):
 
 def weighted_sums(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Σ_i counts[b, i] · values[i] for each row b (float64)."""
-    counts = np.ascontiguousarray(np.atleast_2d(counts))
+    return _weighted_sums(_as_counts(counts), np.ascontiguousarray(values, np.float64))
+
+
+def _as_counts(counts: np.ndarray) -> np.ndarray:
+    """(rows, images) weights as the kernels take them: C-contiguous float32 or float64."""
+    counts = np.atleast_2d(counts)
     if counts.dtype not in (np.float64, np.float32):
         counts = counts.astype(np.float64)
-    return _weighted_sums(counts, np.ascontiguousarray(values, np.float64))
+    return np.ascontiguousarray(counts)
 
 
 @njit(cache=True, nogil=True)
@@ -462,10 +468,7 @@ def accumulate(packed: Packed, counts: np.ndarray, *, threads: int | None = None
     threshold t of row b is ``ap_sums[b, t] / valid[b]`` (fraction), NaN where valid is 0.
     ``counts``: integer image multiplicities (any float or integer dtype). Rows are split
     over ``threads`` (default :func:`set_threads`'s; the kernel releases the GIL)."""
-    counts = np.atleast_2d(counts)
-    if counts.dtype not in (np.float64, np.float32):
-        counts = counts.astype(np.float64)
-    counts = np.ascontiguousarray(counts)
+    counts = _as_counts(counts)
     p = packed
 
     def run(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

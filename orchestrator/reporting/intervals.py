@@ -137,6 +137,19 @@ class ImageEvaluation:
         except KeyError as exc:
             raise KeyError(f"image {exc.args[0]} was not evaluated") from None
 
+    def weights(self, image_ids: Iterable[int], draws: np.ndarray | None = None) -> np.ndarray:
+        """Image weights for :meth:`metrics`: ``draws`` (rows × len(image_ids), e.g. resample
+        counts) in those images' columns, every other image 0; without ``draws``, each of
+        those images once. All images in evaluation order: ``draws`` itself, not a copy."""
+        pos = self.positions(image_ids)
+        if draws is None:
+            draws = np.ones((1, len(pos)), np.float32)
+        if len(pos) == len(self.image_ids) and np.array_equal(pos, np.arange(len(pos))):
+            return draws
+        out = np.zeros((draws.shape[0], len(self.image_ids)), draws.dtype)
+        out[:, pos] = draws
+        return out
+
     def _packed(self) -> fastcoco.Packed:
         if self.packed is None:
             packed = fastcoco.pack((c.image, c.tp, c.fp, c.n_boxes) for c in self.categories)
@@ -288,13 +301,8 @@ def bootstrap_ap(
     """
     ev = _evaluation(gt, detections, image_ids, miou_threshold)
     ids = ev.image_ids if image_ids is None else _image_array(image_ids)
-    pos = ev.positions(ids)
-    full = np.zeros((1, len(ev.image_ids)))
-    full[0, pos] = 1.0
-    estimate = ev.metrics(full, metrics)
-    counts = np.zeros((resamples, len(ev.image_ids)))
-    counts[:, pos] = resample_counts(len(ids), resamples=resamples, seed=seed)
-    values = ev.metrics(counts, metrics)
+    estimate = ev.metrics(ev.weights(ids), metrics)
+    values = ev.metrics(ev.weights(ids, resample_counts(len(ids), resamples=resamples, seed=seed)), metrics)
     return {
         m: interval_from_resamples(float(estimate[m][0]), values[m], level=level, method=method, n_images=len(ids))
         for m in metrics
@@ -329,12 +337,7 @@ def paired_delta(
     draws = resample_counts(len(ids), resamples=resamples, seed=seed)
     values, estimates = [], []
     for evaluation in (ev, base):
-        pos = evaluation.positions(ids)
-        full = np.zeros((1, len(evaluation.image_ids)))
-        full[0, pos] = 1.0
-        counts = np.zeros((resamples, len(evaluation.image_ids)))
-        counts[:, pos] = draws
-        estimates.append(float(evaluation.metrics(full, (metric,))[metric][0]))
-        values.append(evaluation.metrics(counts, (metric,))[metric])
+        estimates.append(float(evaluation.metrics(evaluation.weights(ids), (metric,))[metric][0]))
+        values.append(evaluation.metrics(evaluation.weights(ids, draws), (metric,))[metric])
     return interval_from_resamples(estimates[0] - estimates[1], values[0] - values[1], level=level, method=method,
                                    n_images=len(ids))

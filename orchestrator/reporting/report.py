@@ -200,8 +200,7 @@ def mpeg_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 
-_NO_DETECTIONS = FlatDetections(np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                                np.zeros(0, np.int32))
+_NO_DETECTIONS = FlatDetections.empty()
 
 
 def _score_with_intervals(
@@ -593,9 +592,7 @@ class _Rescore:
         """AP (points) of ``c`` on a subset of its scored images: the evaluation re-accumulated
         with those images weighted 1, the others 0 (COCO on that subset)."""
         ev = self._evaluation(c)
-        weights = np.zeros((1, len(ev.image_ids)))
-        weights[0, ev.positions(images)] = 1.0
-        return float(ev.metrics(weights, ("ap",))["ap"][0])
+        return float(ev.metrics(ev.weights(images), ("ap",))["ap"][0])
 
     def compare_all(self, ids: Sequence[int]) -> None:
         """:meth:`compare` for each of ``ids``, written into the table column by column."""
